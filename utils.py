@@ -1,0 +1,388 @@
+"""Data loaders and the small helpers the S5 notebook needs.
+
+Importing this module reads, downloads and prints nothing; every function does its work
+only when called.
+"""
+
+import math
+import os
+import pickle
+import random
+import shutil
+import struct
+import tempfile
+import zipfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets, transforms
+
+# Mean and std of the MNIST training pixels, scaled to [0, 1].
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+# The four raw files torchvision.datasets.MNIST reads, under <data_dir>/MNIST/raw/.
+RAW_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+ALL_RAW_FILES = RAW_FILES[True] + RAW_FILES[False]
+
+
+class MNISTDataError(RuntimeError):
+    """MNIST files are missing or unreadable; the message says how to fix it."""
+
+
+class CheckpointError(ValueError):
+    """A weights file cannot be loaded safely into the model; the message says why."""
+
+
+
+
+def resolve_data_dir(data_dir=None):
+    """The data folder: `data_dir`, else $MNIST_DATA_DIR, else ./data."""
+    return Path(data_dir or os.environ.get("MNIST_DATA_DIR") or "data")
+
+
+def raw_folder(data_dir):
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def load_mnist(data_dir=None, train=True, download=True):
+    """One split as (uint8 images of shape (N, 28, 28), int64 labels of shape (N,)).
+
+    Downloads the files first when they are missing and `download` is true.
+    """
+    root = resolve_data_dir(data_dir)
+    ensure_mnist_files(root, download)
+    images_path, labels_path = (raw_folder(root) / name for name in RAW_FILES[train])
+    check_idx_file(images_path, ndim=3)
+    check_idx_file(labels_path, ndim=1)
+    split = datasets.MNIST(root, train=train, download=False)
+    if len(split.data) != len(split.targets):
+        raise MNISTDataError(
+            f"{images_path} holds {len(split.data)} images but {labels_path} holds "
+            f"{len(split.targets)} labels. {_redownload_hint(root)}"
+        )
+    if split.targets.numel() and int(split.targets.max()) > 9:
+        raise MNISTDataError(
+            f"{labels_path} holds labels outside 0-9, so it is corrupt. {_redownload_hint(root)}"
+        )
+    return split.data, split.targets
+
+
+def ensure_mnist_files(root, download):
+    """Make sure the four raw files exist under root, downloading them if allowed."""
+    missing = [name for name in ALL_RAW_FILES if not (raw_folder(root) / name).is_file()]
+    if not missing:
+        return  # Present files are only read: the folder may be read-only.
+    reason = "download=False was given"
+    if download:
+        try:
+            _download_missing(root, missing)
+            return
+        except Exception as err:  # any failure: offline, mirror down, disk full, ...
+            reason = f"the download failed ({type(err).__name__}: {_first_line(err)})"
+    raise MNISTDataError(
+        f"MNIST was not found in {raw_folder(root).resolve()}: missing {', '.join(missing)}, "
+        f"and {reason}. Expected the four files {', '.join(ALL_RAW_FILES)} in that folder. "
+        "To fix it, either set MNIST_DATA_DIR (or pass data_dir=) to a folder that holds "
+        "MNIST/raw/<those four files>, e.g. `export MNIST_DATA_DIR=../shared/data`, "
+        f"or put the four files into {raw_folder(root).resolve()} yourself."
+    )
+
+
+def _download_missing(root, missing):
+    """Download MNIST next to its final place, then move the missing files in.
+
+    Files appear under their real names only once complete, so an interrupted download
+    never leaves a partial file that a later run would take for a good one.
+    """
+    target = raw_folder(root)
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target))
+    try:
+        datasets.MNIST(staging, train=False, download=True)
+        for name in missing:
+            os.replace(raw_folder(staging) / name, target / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_idx_file(path, ndim):
+    """Raise MNISTDataError unless `path` is a complete uint8 idx file of 28x28 images (ndim 3) or labels (ndim 1)."""
+    header_size = 4 + 4 * ndim
+    with open(path, "rb") as f:
+        header = f.read(header_size)
+    valid = len(header) == header_size and header[:4] == bytes([0, 0, 8, ndim])
+    if valid:
+        dims = struct.unpack(f">{ndim}I", header[4:])
+        valid = dims[1:] == (28, 28)[: ndim - 1] and path.stat().st_size == header_size + math.prod(dims)
+    if not valid:
+        root = path.parent.parent.parent
+        raise MNISTDataError(
+            f"{path} is truncated or corrupt: it is not a complete MNIST idx file. "
+            + _redownload_hint(root)
+        )
+
+
+def _redownload_hint(root):
+    return (
+        f"Delete the file and run again with download=True to fetch a fresh copy "
+        f"(or copy a good one into {raw_folder(root)})."
+    )
+
+
+def _first_line(err):
+    return (str(err).strip().splitlines() or [""])[0]
+
+
+
+
+class RandomShiftRotate(torch.nn.Module):
+    """Rotate each image by up to +-`degrees` and shift it by up to +-`shift` of its size.
+
+    Works on a whole (B, 1, H, W) batch at once, with its own random draw per image.
+    """
+
+    def __init__(self, degrees=10.0, shift=0.1):
+        super().__init__()
+        self.degrees = degrees
+        self.shift = shift
+
+    def forward(self, x):
+        n = x.shape[0]
+        angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(self.degrees)
+        # affine_grid measures in [-1, 1], so one image width is 2 units.
+        offset = (torch.rand(n, 2, device=x.device) * 2 - 1) * (2 * self.shift)
+        cos, sin = angle.cos(), angle.sin()
+        theta = torch.stack(
+            [torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1
+        )
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+
+    def extra_repr(self):
+        return f"degrees={self.degrees}, shift={self.shift}"
+
+
+def train_transform(augment=True):
+    """Batch transform for training: optional shift/rotate on [0, 1] pixels, then normalise."""
+    steps = [RandomShiftRotate()] if augment else []
+    return transforms.Compose(steps + [transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+
+
+def test_transform():
+    """Batch transform for testing: normalise only, so every pass sees the same pixels."""
+    return transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))
+
+
+class MNISTBatches(Dataset):
+    """An MNIST split held in memory as uint8, served and transformed a whole batch at a time.
+
+    DataLoader calls __getitems__ with all indices of a batch, so the transform runs once per
+    batch on a float (B, 1, 28, 28) tensor instead of once per image through PIL.
+    """
+
+    def __init__(self, images, labels, transform=None):
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        x, y = self.__getitems__([index])
+        return x[0], y[0]
+
+    def __getitems__(self, indices):
+        index = torch.as_tensor(indices, device=self.images.device)
+        x = self.images[index].unsqueeze(1).float().div_(255)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.labels[index]
+
+
+def keep_batch(batch):
+    """collate_fn for MNISTBatches: __getitems__ already returns a collated (x, y) batch."""
+    return batch
+
+
+def get_data_loaders(
+    batch_size=128,
+    test_batch_size=1000,
+    data_dir=None,
+    download=True,
+    augment=True,
+    num_workers=0,
+    seed=None,
+    device="cpu",
+    max_samples=None,
+):
+    """Build the MNIST (train_loader, test_loader).
+
+    Both splits are normalised with the training mean and std; only the training split is
+    shuffled and (with `augment`) randomly shifted and rotated. `device` is where the data
+    lives and batches are built: "cpu", or an accelerator to keep the whole set there.
+    `num_workers=0` is the default because batches cost little to build and workers would
+    compete with the model for the CPU cores. `seed` fixes the shuffling and the augmentation
+    in workers. `max_samples` keeps the first n images of each split (for smoke runs).
+    """
+    device = torch.device(device)
+    if num_workers and device.type != "cpu":
+        raise ValueError(
+            f"num_workers={num_workers} needs the data on the CPU, but device={device}. "
+            "Use num_workers=0 when the data lives on an accelerator."
+        )
+    splits = {}
+    for train in (True, False):
+        images, labels = load_mnist(data_dir, train=train, download=download)
+        splits[train] = (images[:max_samples].to(device), labels[:max_samples].to(device))
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    common = dict(
+        num_workers=num_workers,
+        collate_fn=keep_batch,
+        # Pinned memory only helps copies from the CPU to a CUDA device.
+        pin_memory=device.type == "cpu" and torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+    )
+    train_loader = DataLoader(
+        MNISTBatches(*splits[True], train_transform(augment)),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        **common,
+    )
+    test_loader = DataLoader(
+        MNISTBatches(*splits[False], test_transform()),
+        batch_size=test_batch_size,
+        shuffle=False,
+        **common,
+    )
+    return train_loader, test_loader
+
+
+# The name the user's description gives the loader builder; one implementation behind both.
+transforms_data = get_data_loaders
+
+
+
+
+def set_seed(seed):
+    """Seed Python's and PyTorch's random generators (CPU and every accelerator)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_device():
+    """The current accelerator (CUDA, MPS, XPU, ...) when there is one, else the CPU."""
+    if torch.accelerator.is_available():
+        return torch.accelerator.current_accelerator()
+    return torch.device("cpu")
+
+
+
+
+def save_weights(model, path):
+    """Save model.state_dict() to `path` atomically: a crash never leaves a half-written file there."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(model.state_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(model, path, map_location="cpu"):
+    """Load a state_dict saved by save_weights into `model`, refusing anything but plain tensors."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} was refused: it holds pickled objects or code, not only tensors, and loading "
+            "it could run that code. Load only weights files saved with save_weights (or "
+            "torch.save(model.state_dict(), path)) from a source you trust."
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({_first_line(err)}). Save the weights again."
+        ) from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state_dict.")
+    check_state_dict(model, state, path)
+    model.load_state_dict(state)
+    return model
+
+
+def check_state_dict(model, state, path):
+    """Raise CheckpointError naming every key that does not fit `model`."""
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    mismatched = sorted(
+        f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in expected.keys() & state.keys()
+        if state[key].shape != expected[key].shape
+    )
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"{path} was saved from a different architecture than {type(model).__name__}: "
+            f"missing keys {missing}, unexpected keys {unexpected}, "
+            f"shape mismatches (file vs model) {mismatched}. "
+            "Build the model that saved it, or train this one afresh."
+        )
+
+
+
+
+def denormalize(x):
+    """Undo the MNIST normalisation, giving pixels in [0, 1]."""
+    return (x * MNIST_STD + MNIST_MEAN).clamp(0, 1)
+
+
+def plot_samples(images, labels, ncols=8, nrows=4):
+    """A grid of normalised (B, 1, 28, 28) images titled with their labels."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.6 * nrows))
+    for ax, image, label in zip(axes.flat, denormalize(images.cpu()), labels.cpu()):
+        ax.imshow(image.squeeze(0), cmap="gray_r")
+        ax.set_title(str(int(label)), fontsize=10)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+CURVE_PANELS = (
+    ("train_loss", "Training loss"),
+    ("train_acc", "Training accuracy (%)"),
+    ("test_loss", "Test loss"),
+    ("test_acc", "Test accuracy (%)"),
+)
+
+
+def plot_curves(history, path=None):
+    """The 2x2 loss and accuracy curves per epoch; saved as PNG when `path` is given.
+
+    Each panel draws as many epochs as it has values, so a run stopped half-way still plots.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for ax, (key, title) in zip(axes.flat, CURVE_PANELS):
+        values = history.get(key, [])
+        ax.plot(range(1, len(values) + 1), values, marker="o")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
