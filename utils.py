@@ -4,6 +4,7 @@ Importing this module reads, downloads and prints nothing; every function does i
 only when called.
 """
 
+import json
 import math
 import os
 import pickle
@@ -287,20 +288,33 @@ def get_device():
 
 
 
-def save_weights(model, path):
-    """Save model.state_dict() to `path` atomically: a crash never leaves a half-written file there."""
+def atomic_write(path, write):
+    """Call write(file) on a temporary file beside `path`, then rename it to `path`.
+
+    A crash or an interrupt never leaves a half-written file under the real name.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(model.state_dict(), f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_weights(model, path):
+    """Save model.state_dict() to `path` atomically."""
+    atomic_write(path, lambda f: torch.save(model.state_dict(), f))
+
+
+def save_json(data, path):
+    """Write `data` as indented JSON to `path` atomically."""
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
 def load_weights(model, path, map_location="cpu"):

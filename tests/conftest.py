@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny MNIST-format files, the real data when present, and no network."""
+
+import os
+import shutil
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+TINY_TRAIN = 96
+TINY_TEST = 40
+
+
+def write_idx(path, tensor):
+    """Write a uint8 tensor as an idx file, the format of the MNIST raw files."""
+    header = bytes([0, 0, 8, tensor.dim()]) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
+    path.write_bytes(header + tensor.contiguous().numpy().tobytes())
+
+
+def make_tiny_mnist(root, n_train=TINY_TRAIN, n_test=TINY_TEST, seed=0):
+    """Write random MNIST-format files under root/MNIST/raw; return the tensors written."""
+    g = torch.Generator().manual_seed(seed)
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    data = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g)
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        data[prefix] = (images, labels)
+    return data
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """A read-only-by-convention folder of tiny MNIST files shared by the tests."""
+    root = tmp_path_factory.mktemp("tiny_mnist")
+    make_tiny_mnist(root)
+    return root
+
+
+@pytest.fixture
+def tiny_copy(tiny_root, tmp_path):
+    """A private copy of the tiny data that a test may damage."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    return root
+
+
+def real_data_dir():
+    """The folder holding real MNIST ($MNIST_DATA_DIR, else ../shared/data), or None."""
+    for candidate in (os.environ.get("MNIST_DATA_DIR"), SHARED_DATA):
+        if candidate and (Path(candidate) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture
+def real_data():
+    root = real_data_dir()
+    if root is None:
+        if os.environ.get("MNIST_REQUIRE_REAL_DATA") == "1":
+            pytest.fail("MNIST_REQUIRE_REAL_DATA=1 but no real MNIST in $MNIST_DATA_DIR or ../shared/data")
+        pytest.skip("real MNIST not found: set MNIST_DATA_DIR or place it in ../shared/data")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Fail any attempt to resolve or reach a host; the list records the attempts.
+
+    Local (AF_UNIX) sockets stay allowed: DataLoader workers pass tensors through them.
+    """
+    attempts = []
+    connect = socket.socket.connect
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access is blocked in the tests")
+
+    def local_only(sock, address):
+        if sock.family == socket.AF_UNIX:
+            return connect(sock, address)
+        return refuse(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+    return attempts

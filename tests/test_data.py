@@ -1,0 +1,215 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+import utils
+from conftest import TINY_TEST, TINY_TRAIN, make_tiny_mnist
+
+MEAN, STD = 0.1307, 0.3081
+
+
+def loaders(root, **kwargs):
+    kwargs.setdefault("batch_size", 32)
+    kwargs.setdefault("test_batch_size", 16)
+    return utils.get_data_loaders(data_dir=root, **kwargs)
+
+
+def snapshot(root):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(root).rglob("*")}
+
+
+def test_batch_shapes_and_types(tiny_root):
+    for loader, size in zip(loaders(tiny_root), (32, 16)):
+        x, y = next(iter(loader))
+        assert x.shape == (size, 1, 28, 28) and x.dtype == torch.float32
+        assert y.shape == (size,) and y.dtype == torch.int64
+        assert 0 <= y.min() and y.max() <= 9
+
+
+def test_every_image_is_served_once_per_epoch(tiny_root):
+    train_loader, test_loader = loaders(tiny_root)
+    assert sum(len(y) for _, y in train_loader) == TINY_TRAIN
+    assert sum(len(y) for _, y in test_loader) == TINY_TEST
+
+
+def test_test_loader_is_normalised_deterministic_and_unaugmented(tiny_root):
+    raw = make_tiny_mnist(tiny_root.parent / "expected")["t10k"][0]  # same seed, same pixels
+    expected = ((raw.float() / 255 - MEAN) / STD).unsqueeze(1)
+    _, test_loader = loaders(tiny_root)
+    first = torch.cat([x for x, _ in test_loader])
+    second = torch.cat([x for x, _ in test_loader])
+    torch.testing.assert_close(first, expected)
+    assert torch.equal(first, second)
+
+
+def test_train_loader_is_shuffled(tiny_root):
+    train_loader, _ = loaders(tiny_root, augment=False, seed=0)
+    in_order = torch.arange(TINY_TRAIN) % 10
+    epoch1 = torch.cat([y for _, y in train_loader])
+    epoch2 = torch.cat([y for _, y in train_loader])
+    assert not torch.equal(epoch1, in_order)
+    assert not torch.equal(epoch1, epoch2)
+    assert torch.equal(epoch1.sort().values, in_order.sort().values)
+
+
+def test_train_images_are_normalised_before_augmentation(tiny_root):
+    """Unaugmented training batches are exactly the hand-normalised pixels, in some order."""
+    raw = make_tiny_mnist(tiny_root.parent / "expected_train")["train"][0]
+    expected = ((raw.float() / 255 - MEAN) / STD).unsqueeze(1)
+    train_loader, _ = loaders(tiny_root, augment=False)
+    got = torch.cat([x for x, _ in train_loader])
+    key = lambda t: t.flatten(1).sum(1).sort().values  # order-free fingerprint
+    torch.testing.assert_close(key(got), key(expected))
+
+
+def test_augmentation_moves_pixels_but_keeps_labels(tiny_root):
+    plain = loaders(tiny_root, augment=False, seed=3)[0]
+    augmented = loaders(tiny_root, augment=True, seed=3)[0]
+    (x0, y0), (x1, y1) = next(iter(plain)), next(iter(augmented))
+    assert torch.equal(y0, y1)  # the same seed gives the same shuffle
+    assert not torch.allclose(x0, x1)
+    assert x1.shape == x0.shape and x1.min() >= (0 - MEAN) / STD - 1e-6
+
+
+def test_shift_rotate_with_zero_range_is_identity():
+    x = torch.rand(5, 1, 28, 28)
+    torch.testing.assert_close(utils.RandomShiftRotate(degrees=0, shift=0)(x), x)
+
+
+def test_shift_moves_a_pixel_by_whole_steps():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 14, 14] = 1.0
+    out = utils.RandomShiftRotate(degrees=0, shift=0.1)(x)
+    assert out.sum() == pytest.approx(1.0, abs=1e-4)  # moved, not lost
+    assert out[0, 0, 14, 14] < 1.0
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_same_seed_gives_same_batches(tiny_root, num_workers):
+    batches = []
+    for _ in range(2):
+        torch.manual_seed(123)  # the augmentation in the main process draws from here
+        train_loader, _ = loaders(tiny_root, seed=7, num_workers=num_workers)
+        batches.append(next(iter(train_loader)))
+    assert torch.equal(batches[0][0], batches[1][0])
+    assert torch.equal(batches[0][1], batches[1][1])
+
+
+def test_transforms_data_is_get_data_loaders():
+    assert utils.transforms_data is utils.get_data_loaders
+
+
+def test_data_dir_from_environment(tiny_root, monkeypatch):
+    monkeypatch.setenv("MNIST_DATA_DIR", str(tiny_root))
+    train_loader, _ = utils.get_data_loaders(batch_size=8)
+    assert len(train_loader.dataset) == TINY_TRAIN
+
+
+def test_present_files_are_only_read_and_network_untouched(tiny_root, no_network):
+    before = snapshot(tiny_root)
+    mode = os.stat(tiny_root).st_mode
+    for path in [tiny_root, *tiny_root.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)  # read-only, as CI's ../shared is
+    try:
+        loaders(tiny_root, download=True)
+    finally:
+        for path in [tiny_root, *tiny_root.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+        tiny_root.chmod(mode)
+    assert snapshot(tiny_root) == before
+    assert no_network == []
+
+
+def test_missing_files_offline_name_folder_files_and_fixes(tmp_path, no_network):
+    with pytest.raises(utils.MNISTDataError) as info:
+        loaders(tmp_path / "empty", download=True)
+    message = str(info.value)
+    assert str((tmp_path / "empty" / "MNIST" / "raw").resolve()) in message
+    for name in utils.ALL_RAW_FILES:
+        assert name in message
+    assert "MNIST_DATA_DIR" in message and "put the four files" in message
+    assert "download failed" in message
+    assert no_network, "the download should have been tried (and blocked)"
+    leftovers = [p for p in (tmp_path / "empty").rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_missing_files_without_download(tmp_path, no_network):
+    with pytest.raises(utils.MNISTDataError, match="download=False"):
+        loaders(tmp_path, download=False)
+    assert no_network == []
+
+
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("train-images-idx3-ubyte", lambda b: b[: len(b) // 2]),  # truncated
+        ("t10k-images-idx3-ubyte", lambda b: b + b"\0" * 10),  # trailing garbage
+        ("train-labels-idx1-ubyte", lambda b: b"\xff\xff" + b[2:]),  # bad magic
+        ("t10k-labels-idx1-ubyte", lambda b: b[:6]),  # cut inside the header
+        ("t10k-images-idx3-ubyte", lambda b: b""),  # empty
+    ],
+    ids=["truncated", "trailing", "magic", "header", "empty"],
+)
+def test_corrupt_file_is_named_with_the_fix(tiny_copy, name, damage):
+    path = tiny_copy / "MNIST" / "raw" / name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(utils.MNISTDataError) as info:
+        loaders(tiny_copy)
+    assert str(path) in str(info.value)
+    assert "truncated or corrupt" in str(info.value) and "Delete the file" in str(info.value)
+
+
+def test_labels_out_of_range_are_reported(tiny_copy):
+    path = tiny_copy / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    data = bytearray(path.read_bytes())
+    data[-1] = 200
+    path.write_bytes(bytes(data))
+    with pytest.raises(utils.MNISTDataError, match="outside 0-9"):
+        loaders(tiny_copy)
+
+
+def fake_download(n_bytes=None, error=None):
+    """A stand-in for MNIST.download: writes the files (cut to n_bytes), then raises `error`."""
+
+    def download(self):
+        written = make_tiny_mnist(Path(self.root), seed=0)
+        assert written
+        if n_bytes is not None:
+            for path in Path(self.raw_folder).iterdir():
+                path.write_bytes(path.read_bytes()[:n_bytes])
+        if error is not None:
+            raise error
+
+    return download
+
+
+def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        torchvision.datasets.MNIST, "download", fake_download(n_bytes=100, error=KeyboardInterrupt())
+    )
+    with pytest.raises(KeyboardInterrupt):
+        loaders(tmp_path)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    # A later run with a working connection then downloads and loads normally.
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", fake_download())
+    train_loader, _ = loaders(tmp_path)
+    assert len(train_loader.dataset) == TINY_TRAIN
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(utils.ALL_RAW_FILES)
+
+
+def test_failed_download_reports_the_cause(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        torchvision.datasets.MNIST, "download", fake_download(error=RuntimeError("mirror down"))
+    )
+    with pytest.raises(utils.MNISTDataError, match="RuntimeError: mirror down"):
+        loaders(tmp_path)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_accelerator_data_refuses_workers(tiny_root):
+    with pytest.raises(ValueError, match="num_workers=0"):
+        loaders(tiny_root, device="meta", num_workers=2)

@@ -1,0 +1,78 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+from model import MNISTNet
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return MNISTNet()
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64])
+def test_output_shape_and_dtype(model, batch_size):
+    out = model(torch.randn(batch_size, 1, 28, 28))
+    assert out.shape == (batch_size, 10)
+    assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_outputs_are_log_probabilities(model, mode):
+    getattr(model, mode)()
+    out = model(torch.randn(16, 1, 28, 28))
+    assert (out <= 0).all()
+    torch.testing.assert_close(out.exp().sum(dim=1), torch.ones(16))
+
+
+def test_gradients_reach_every_parameter(model):
+    model.train()
+    model.zero_grad()
+    torch.nn.functional.nll_loss(model(torch.randn(8, 1, 28, 28)), torch.arange(8)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        torch.randn(1, 28, 28),  # rank 3: no batch or no channel axis
+        torch.randn(2, 3, 28, 28),  # RGB
+        torch.randn(2, 1, 32, 28),  # wrong height
+        torch.randn(2, 1, 28, 20),  # wrong width
+        torch.randint(0, 255, (2, 1, 28, 28), dtype=torch.uint8),  # raw pixels
+        torch.randint(0, 255, (2, 1, 28, 28), dtype=torch.int64),
+    ],
+    ids=["rank3", "channels", "height", "width", "uint8", "int64"],
+)
+def test_bad_input_raises_clear_error(model, x):
+    with pytest.raises(ValueError) as info:
+        model(x)
+    message = str(info.value)
+    assert f"got shape {tuple(x.shape)} with dtype {x.dtype}" in message
+    assert "(N, 1, 28, 28)" in message and "floating-point" in message
+
+
+def test_non_tensor_input_raises(model):
+    with pytest.raises(ValueError, match="got list"):
+        model([[0.0] * 28] * 28)
+
+
+def test_imports_from_another_directory_without_side_effects(tmp_path):
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from model import MNISTNet\n"
+        "import utils\n"
+        "import torch\n"
+        "print(tuple(MNISTNet()(torch.zeros(2, 1, 28, 28)).shape))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "(2, 10)\n"  # importing printed nothing
+    assert list(tmp_path.iterdir()) == []  # and wrote nothing (no ./data download)
