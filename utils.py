@@ -317,6 +317,11 @@ def save_json(data, path):
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
+def all_finite(model):
+    """True when no parameter or buffer of `model` holds NaN or inf."""
+    return all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point())
+
+
 def load_weights(model, path, map_location="cpu"):
     """Load a state_dict saved by save_weights into `model`, refusing anything but plain tensors."""
     try:
@@ -368,7 +373,7 @@ def plot_samples(images, labels, ncols=8, nrows=4):
     """A grid of normalised (B, 1, 28, 28) images titled with their labels."""
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.6 * nrows))
     for ax, image, label in zip(axes.flat, denormalize(images.cpu()), labels.cpu()):
-        ax.imshow(image.squeeze(0), cmap="gray_r")
+        ax.imshow(image.squeeze(0).numpy(), cmap="gray_r")
         ax.set_title(str(int(label)), fontsize=10)
     for ax in axes.flat:
         ax.axis("off")
@@ -396,6 +401,81 @@ def plot_curves(history, path=None):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def predict(model, loader, device):
+    """Predicted labels, their probabilities and the true labels for all of `loader`, on the CPU."""
+    model.eval()
+    predictions, confidences, targets = [], [], []
+    with torch.inference_mode():
+        for data, target in loader:
+            confidence, prediction = model(data.to(device)).exp().max(dim=1)
+            predictions.append(prediction.cpu())
+            confidences.append(confidence.cpu())
+            targets.append(target.cpu())
+    return torch.cat(predictions), torch.cat(confidences), torch.cat(targets)
+
+
+def confusion_matrix(predictions, targets, num_classes=10):
+    """Counts[i, j]: how many images of true class i were predicted as class j."""
+    pairs = targets.long() * num_classes + predictions.long()
+    return torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def per_class_accuracy(matrix):
+    """Accuracy (%) for each true class, from a confusion matrix."""
+    return 100 * matrix.diag() / matrix.sum(dim=1).clamp(min=1)
+
+
+def plot_confusion_matrix(matrix, path=None):
+    """The confusion matrix with a count in every cell; off-diagonal errors stand out in colour."""
+    n = len(matrix)
+    errors = matrix.clone().fill_diagonal_(0)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    image = ax.imshow(errors.numpy(), cmap="Reds", vmin=0, vmax=max(int(errors.max()), 1))
+    fig.colorbar(image, ax=ax, label="misclassified images")
+    for i in range(n):
+        for j in range(n):
+            count = int(matrix[i, j])
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    fontweight="bold" if i == j else "normal", color="black")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(f"Confusion matrix ({int(matrix.sum())} test images, {int(errors.sum())} wrong)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def misclassified(predictions, confidences, targets, n=24):
+    """Indices of up to n wrong predictions, the most confident mistakes first."""
+    wrong = (predictions != targets).nonzero().flatten()
+    order = confidences[wrong].argsort(descending=True)
+    return wrong[order][:n]
+
+
+def plot_misclassified(dataset, predictions, confidences, targets, n=24, ncols=8, path=None):
+    """A grid of the most confident mistakes, titled true -> predicted (confidence)."""
+    indices = misclassified(predictions, confidences, targets, n)
+    nrows = max(1, math.ceil(len(indices) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols, 1.8 * nrows), squeeze=False)
+    images = dataset.__getitems__(indices.tolist())[0] if len(indices) else []
+    for ax, index, image in zip(axes.flat, indices.tolist(), images):
+        ax.imshow(denormalize(image.cpu()).squeeze(0).numpy(), cmap="gray_r")
+        ax.set_title(
+            f"{int(targets[index])} -> {int(predictions[index])} ({100 * float(confidences[index]):.0f}%)",
+            fontsize=9, color="darkred",
+        )
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(f"Misclassified test images: true -> predicted (confidence), {len(indices)} shown")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=100)

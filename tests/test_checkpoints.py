@@ -63,7 +63,7 @@ def test_checkpoint_with_pickled_code_is_refused(model, tmp_path):
 
 def test_other_architecture_names_the_mismatched_keys(model, tmp_path):
     path = tmp_path / "small.pt"
-    torch.save(MNISTNet(channels=(8, 16, 32, 32)).state_dict(), path)
+    torch.save(MNISTNet(channels=(8, 16, 32, 64)).state_dict(), path)
     with pytest.raises(utils.CheckpointError) as info:
         utils.load_weights(model, path)
     message = str(info.value)

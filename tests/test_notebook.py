@@ -61,9 +61,11 @@ def test_smoke_run_saves_metrics_curves_and_weights(smoke_run):
     assert set(metrics) == METRIC_KEYS
     assert all(len(values) == 2 for values in metrics.values())
     assert all(0 <= acc <= 100 for acc in metrics["test_acc"] + metrics["train_acc"])
-    assert (out / "curves.png").stat().st_size > 10_000
+    for png in ("curves.png", "confusion_matrix.png", "misclassified.png"):
+        assert (out / png).stat().st_size > 10_000, png
     utils.load_weights(MNISTNet(), out / "mnist_net.pt")
-    assert sum(has_image(c) for c in nb.cells if c.cell_type == "code") >= 2  # samples and curves
+    # samples, curves, confusion matrix, gallery
+    assert sum(has_image(c) for c in nb.cells if c.cell_type == "code") == 4
 
 
 def test_same_seed_gives_the_same_metrics(smoke_run, tiny_root, tmp_path):

@@ -1,0 +1,84 @@
+"""The notebook's analysis helpers: predictions, confusion matrix, per-class accuracy, plots."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import torch  # noqa: E402
+
+import utils  # noqa: E402
+from conftest import TINY_TEST  # noqa: E402
+from model import MNISTNet  # noqa: E402
+
+
+def test_predict_covers_the_whole_test_set(tiny_root):
+    _, test_loader = utils.get_data_loaders(data_dir=tiny_root, test_batch_size=16)
+    predictions, confidences, targets = utils.predict(MNISTNet(), test_loader, torch.device("cpu"))
+    assert predictions.shape == confidences.shape == targets.shape == (TINY_TEST,)
+    assert torch.equal(targets, torch.arange(TINY_TEST) % 10)
+    assert ((0.1 <= confidences) & (confidences <= 1)).all()  # a max over 10 probabilities
+
+
+def test_confusion_matrix_counts():
+    targets = torch.tensor([0, 0, 1, 2, 2, 2])
+    predictions = torch.tensor([0, 1, 1, 2, 0, 2])
+    matrix = utils.confusion_matrix(predictions, targets, num_classes=3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert matrix.sum() == len(targets)
+    torch.testing.assert_close(utils.per_class_accuracy(matrix), torch.tensor([50.0, 100.0, 200 / 3]))
+
+
+def test_confusion_matrix_of_a_model_sums_to_the_set_size(tiny_root):
+    _, test_loader = utils.get_data_loaders(data_dir=tiny_root)
+    predictions, _, targets = utils.predict(MNISTNet(), test_loader, torch.device("cpu"))
+    matrix = utils.confusion_matrix(predictions, targets)
+    assert matrix.shape == (10, 10) and matrix.sum() == TINY_TEST
+    assert matrix.sum(dim=1).tolist() == [4] * 10  # the tiny labels cycle 0..9
+
+
+def test_misclassified_picks_only_mistakes_most_confident_first():
+    targets = torch.tensor([1, 2, 3, 4, 5])
+    predictions = torch.tensor([1, 7, 3, 9, 0])
+    confidences = torch.tensor([0.99, 0.6, 0.9, 0.95, 0.7])
+    assert utils.misclassified(predictions, confidences, targets).tolist() == [3, 4, 1]
+    assert utils.misclassified(predictions, confidences, targets, n=2).tolist() == [3, 4]
+
+
+def test_gallery_shows_the_misclassified_images(tiny_root, tmp_path):
+    _, test_loader = utils.get_data_loaders(data_dir=tiny_root)
+    predictions, confidences, targets = utils.predict(MNISTNet(), test_loader, torch.device("cpu"))
+    wrong = int((predictions != targets).sum())
+    fig = utils.plot_misclassified(
+        test_loader.dataset, predictions, confidences, targets, n=20, path=tmp_path / "g.png"
+    )
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == min(20, wrong) > 0
+    for title in titles:
+        true, predicted = title.split(" (")[0].split(" -> ")
+        assert true != predicted
+    assert (tmp_path / "g.png").stat().st_size > 5_000
+
+
+def test_confusion_matrix_plot_labels_every_cell(tmp_path):
+    matrix = torch.arange(100).view(10, 10)
+    fig = utils.plot_confusion_matrix(matrix, path=tmp_path / "cm.png")
+    ax = fig.axes[0]
+    assert len(ax.texts) == 100 and {t.get_text() for t in ax.texts} == {str(i) for i in range(100)}
+    assert ax.get_xlabel() == "predicted label" and ax.get_ylabel() == "true label"
+    assert (tmp_path / "cm.png").is_file()
+
+
+def test_curves_plot_has_four_panels_and_partial_histories(tmp_path):
+    history = {"train_loss": [1.0, 0.5, 0.4], "train_acc": [80, 90, 95], "test_loss": [0.6, 0.5], "test_acc": [85, 92]}
+    fig = utils.plot_curves(history, tmp_path / "c.png")
+    assert [ax.get_title() for ax in fig.axes] == [title for _, title in utils.CURVE_PANELS]
+    assert [len(ax.lines[0].get_xdata()) for ax in fig.axes] == [3, 3, 2, 2]
+    assert (tmp_path / "c.png").is_file()
+
+
+def test_all_finite_spots_nan_weights():
+    model = MNISTNet()
+    assert utils.all_finite(model)
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")
+    assert not utils.all_finite(model)
