@@ -32,13 +32,13 @@ class ConvBlock(nn.Module):
 
 
 class MNISTNet(nn.Module):
-    """Four conv blocks at 28 -> 14 -> 7 -> 3 pixels, then a linear layer over the 3x3 map.
+    """Four conv blocks at 28 -> 14 -> 7 -> 3 pixels, dropout, a linear layer over the 3x3 map.
 
     Takes a float batch of shape (N, 1, 28, 28), normalised as in utils.py, and returns
     (N, 10) log-probabilities, so pair it with F.nll_loss.
     """
 
-    def __init__(self, channels=(16, 32, 64, 128)):
+    def __init__(self, channels=(16, 32, 64, 128), dropout=0.2):
         super().__init__()
         c1, c2, c3, c4 = channels
         self.block1 = ConvBlock(1, c1, pool=True)  # 28x28 -> 14x14
@@ -47,6 +47,7 @@ class MNISTNet(nn.Module):
         self.block4 = ConvBlock(c3, c4)  # 3x3
         # A linear layer over the whole 3x3 map keeps where each feature is,
         # which global average pooling would throw away.
+        self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(c4 * 3 * 3, NUM_CLASSES)
 
     def forward(self, x):
@@ -55,7 +56,7 @@ class MNISTNet(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         x = self.block3(self.block2(self.block1(x)))
         x = self.block4(F.max_pool2d(x, 2))
-        return F.log_softmax(self.fc(x.flatten(1)), dim=1)
+        return F.log_softmax(self.fc(self.dropout(x.flatten(1))), dim=1)
 
 
 def check_input(x):

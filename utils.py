@@ -41,8 +41,6 @@ class CheckpointError(ValueError):
     """A weights file cannot be loaded safely into the model; the message says why."""
 
 
-
-
 def resolve_data_dir(data_dir=None):
     """The data folder: `data_dir`, else $MNIST_DATA_DIR, else ./data."""
     return Path(data_dir or os.environ.get("MNIST_DATA_DIR") or "data")
@@ -66,11 +64,11 @@ def load_mnist(data_dir=None, train=True, download=True):
     if len(split.data) != len(split.targets):
         raise MNISTDataError(
             f"{images_path} holds {len(split.data)} images but {labels_path} holds "
-            f"{len(split.targets)} labels. {_redownload_hint(root)}"
+            f"{len(split.targets)} labels. {_redownload_hint(raw_folder(root))}"
         )
     if split.targets.numel() and int(split.targets.max()) > 9:
         raise MNISTDataError(
-            f"{labels_path} holds labels outside 0-9, so it is corrupt. {_redownload_hint(root)}"
+            f"{labels_path} holds labels outside 0-9, so it is corrupt. {_redownload_hint(raw_folder(root))}"
         )
     return split.data, split.targets
 
@@ -114,7 +112,10 @@ def _download_missing(root, missing):
 
 
 def check_idx_file(path, ndim):
-    """Raise MNISTDataError unless `path` is a complete uint8 idx file of 28x28 images (ndim 3) or labels (ndim 1)."""
+    """Raise MNISTDataError unless `path` is a complete uint8 idx file.
+
+    ndim 3 means (N, 28, 28) images, ndim 1 means (N,) labels; the file size must match exactly.
+    """
     header_size = 4 + 4 * ndim
     with open(path, "rb") as f:
         header = f.read(header_size)
@@ -123,17 +124,16 @@ def check_idx_file(path, ndim):
         dims = struct.unpack(f">{ndim}I", header[4:])
         valid = dims[1:] == (28, 28)[: ndim - 1] and path.stat().st_size == header_size + math.prod(dims)
     if not valid:
-        root = path.parent.parent.parent
         raise MNISTDataError(
             f"{path} is truncated or corrupt: it is not a complete MNIST idx file. "
-            + _redownload_hint(root)
+            + _redownload_hint(path.parent)
         )
 
 
-def _redownload_hint(root):
+def _redownload_hint(folder):
     return (
-        f"Delete the file and run again with download=True to fetch a fresh copy "
-        f"(or copy a good one into {raw_folder(root)})."
+        "Delete the file and run again with download=True to fetch a fresh copy "
+        f"(or copy a good one into {folder})."
     )
 
 
@@ -141,25 +141,28 @@ def _first_line(err):
     return (str(err).strip().splitlines() or [""])[0]
 
 
+class BatchRandomAffine(torch.nn.Module):
+    """Rotate, shift and scale every image of a (B, 1, H, W) batch by its own random amount.
 
-
-class RandomShiftRotate(torch.nn.Module):
-    """Rotate each image by up to +-`degrees` and shift it by up to +-`shift` of its size.
-
-    Works on a whole (B, 1, H, W) batch at once, with its own random draw per image.
+    Rotation up to +-`degrees`, shift up to +-`shift` of the image size, zoom by a factor
+    in [1 - `scale`, 1 + `scale`]; pixels moved in from outside the image are 0 (background).
     """
 
-    def __init__(self, degrees=10.0, shift=0.1):
+    def __init__(self, degrees=10.0, shift=0.1, scale=0.0):
         super().__init__()
         self.degrees = degrees
         self.shift = shift
+        self.scale = scale
 
     def forward(self, x):
         n = x.shape[0]
-        angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(self.degrees)
-        # affine_grid measures in [-1, 1], so one image width is 2 units.
-        offset = (torch.rand(n, 2, device=x.device) * 2 - 1) * (2 * self.shift)
-        cos, sin = angle.cos(), angle.sin()
+        uniform = lambda *size: torch.rand(*size, device=x.device) * 2 - 1  # noqa: E731
+        angle = uniform(n) * math.radians(self.degrees)
+        zoom = 1 + uniform(n) * self.scale
+        # affine_grid maps output to input coordinates in [-1, 1]: one image width is 2 units,
+        # and dividing by the zoom enlarges the digit.
+        offset = uniform(n, 2) * (2 * self.shift)
+        cos, sin = angle.cos() / zoom, angle.sin() / zoom
         theta = torch.stack(
             [torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1
         )
@@ -167,12 +170,12 @@ class RandomShiftRotate(torch.nn.Module):
         return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
 
     def extra_repr(self):
-        return f"degrees={self.degrees}, shift={self.shift}"
+        return f"degrees={self.degrees}, shift={self.shift}, scale={self.scale}"
 
 
 def train_transform(augment=True):
-    """Batch transform for training: optional shift/rotate on [0, 1] pixels, then normalise."""
-    steps = [RandomShiftRotate()] if augment else []
+    """Batch transform for training: optional random affine on [0, 1] pixels, then normalise."""
+    steps = [BatchRandomAffine()] if augment else []
     return transforms.Compose(steps + [transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
 
 
@@ -227,7 +230,7 @@ def get_data_loaders(
     """Build the MNIST (train_loader, test_loader).
 
     Both splits are normalised with the training mean and std; only the training split is
-    shuffled and (with `augment`) randomly shifted and rotated. `device` is where the data
+    shuffled and (with `augment`) randomly rotated, shifted and scaled. `device` is where the data
     lives and batches are built: "cpu", or an accelerator to keep the whole set there.
     `num_workers=0` is the default because batches cost little to build and workers would
     compete with the model for the CPU cores. `seed` fixes the shuffling and the augmentation
@@ -271,8 +274,6 @@ def get_data_loaders(
 transforms_data = get_data_loaders
 
 
-
-
 def set_seed(seed):
     """Seed Python's and PyTorch's random generators (CPU and every accelerator)."""
     random.seed(seed)
@@ -284,8 +285,6 @@ def get_device():
     if torch.accelerator.is_available():
         return torch.accelerator.current_accelerator()
     return torch.device("cpu")
-
-
 
 
 def atomic_write(path, write):
@@ -362,8 +361,6 @@ def check_state_dict(model, state, path):
         )
 
 
-
-
 def denormalize(x):
     """Undo the MNIST normalisation, giving pixels in [0, 1]."""
     return (x * MNIST_STD + MNIST_MEAN).clamp(0, 1)
@@ -377,7 +374,14 @@ def plot_samples(images, labels, ncols=8, nrows=4):
         ax.set_title(str(int(label)), fontsize=10)
     for ax in axes.flat:
         ax.axis("off")
+    return finish(fig)
+
+
+def finish(fig, path=None):
+    """Tighten the layout of `fig` and, when `path` is given, save it there as PNG."""
     fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
     return fig
 
 
@@ -401,10 +405,7 @@ def plot_curves(history, path=None):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
+    return finish(fig, path)
 
 
 def predict(model, loader, device):
@@ -448,10 +449,7 @@ def plot_confusion_matrix(matrix, path=None):
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
     ax.set_title(f"Confusion matrix ({int(matrix.sum())} test images, {int(errors.sum())} wrong)")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
+    return finish(fig, path)
 
 
 def misclassified(predictions, confidences, targets, n=24):
@@ -476,7 +474,4 @@ def plot_misclassified(dataset, predictions, confidences, targets, n=24, ncols=8
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(f"Misclassified test images: true -> predicted (confidence), {len(indices)} shown")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
+    return finish(fig, path)

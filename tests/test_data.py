@@ -74,17 +74,25 @@ def test_augmentation_moves_pixels_but_keeps_labels(tiny_root):
     assert x1.shape == x0.shape and x1.min() >= (0 - MEAN) / STD - 1e-6
 
 
-def test_shift_rotate_with_zero_range_is_identity():
+def test_affine_with_zero_range_is_identity():
     x = torch.rand(5, 1, 28, 28)
-    torch.testing.assert_close(utils.RandomShiftRotate(degrees=0, shift=0)(x), x)
+    torch.testing.assert_close(utils.BatchRandomAffine(degrees=0, shift=0, scale=0)(x), x)
 
 
-def test_shift_moves_a_pixel_by_whole_steps():
+def test_shift_moves_a_pixel_without_losing_it():
     x = torch.zeros(1, 1, 28, 28)
     x[0, 0, 14, 14] = 1.0
-    out = utils.RandomShiftRotate(degrees=0, shift=0.1)(x)
+    torch.manual_seed(0)
+    out = utils.BatchRandomAffine(degrees=0, shift=0.1, scale=0)(x)
     assert out.sum() == pytest.approx(1.0, abs=1e-4)  # moved, not lost
     assert out[0, 0, 14, 14] < 1.0
+
+
+def test_each_image_gets_its_own_transform():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 10:18, 12:16] = 1.0
+    out = utils.BatchRandomAffine()(x.expand(8, 1, 28, 28).contiguous())
+    assert len({tuple(o.flatten().tolist()) for o in out}) == 8
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -213,3 +221,31 @@ def test_failed_download_reports_the_cause(tmp_path, monkeypatch):
 def test_accelerator_data_refuses_workers(tiny_root):
     with pytest.raises(ValueError, match="num_workers=0"):
         loaders(tiny_root, device="meta", num_workers=2)
+
+
+def test_workers_start_with_spawn(tiny_root):
+    """macOS and Windows start workers with spawn, which pickles the dataset, transform and collate_fn."""
+    train_loader, _ = loaders(tiny_root, seed=0)
+    spawned = torch.utils.data.DataLoader(
+        train_loader.dataset,
+        batch_size=32,
+        num_workers=1,
+        multiprocessing_context="spawn",
+        collate_fn=train_loader.collate_fn,
+    )
+    x, y = next(iter(spawned))
+    assert x.shape == (32, 1, 28, 28) and y.shape == (32,)
+
+
+def test_pin_memory_only_with_cuda(tiny_root, monkeypatch):
+    assert not any(loader.pin_memory for loader in loaders(tiny_root))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert all(loader.pin_memory for loader in loaders(tiny_root))
+
+
+def test_scale_zooms_around_the_centre():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 10:18, 10:18] = 1.0
+    zoomed = utils.BatchRandomAffine(degrees=0, shift=0, scale=0.3)(x.expand(64, 1, 28, 28).contiguous())
+    areas = zoomed.sum(dim=(1, 2, 3))
+    assert areas.min() < 64 * 0.9 and areas.max() > 64 * 1.1  # some shrink, some grow

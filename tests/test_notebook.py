@@ -76,27 +76,22 @@ def test_same_seed_gives_the_same_metrics(smoke_run, tiny_root, tmp_path):
         assert first[key] == second[key], key
 
 
-NAN_IN_EPOCH_2 = """
+def fault_after(calls, action):
+    """Code for a forward hook that runs `action` once the model has trained on `calls` batches."""
+    return f"""
 training_calls = 0
-def poison(module, inputs, output):
+def fault(module, inputs, output):
     global training_calls
     if module.training:
         training_calls += 1
-        if training_calls > len(train_loader) + 1:  # epoch 2, batch 2
-            return output * float("nan")
-model.register_forward_hook(poison)
+        if training_calls > {calls}:
+            {action}
+model.register_forward_hook(fault)
 """
 
-INTERRUPT_IN_EPOCH_3 = """
-training_calls = 0
-def interrupt(module, inputs, output):
-    global training_calls
-    if module.training:
-        training_calls += 1
-        if training_calls > 2 * len(train_loader):
-            raise KeyboardInterrupt
-model.register_forward_hook(interrupt)
-"""
+
+NAN_IN_EPOCH_2 = fault_after("len(train_loader) + 1", 'return output * float("nan")')  # at batch 2
+INTERRUPT_IN_EPOCH_3 = fault_after("2 * len(train_loader)", "raise KeyboardInterrupt")
 
 
 def test_nan_loss_stops_with_epoch_and_batch_and_keeps_metrics(tiny_root, tmp_path):
