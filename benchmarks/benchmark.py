@@ -286,7 +286,7 @@ def main():
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $MNIST_DATA_DIR, else ./data)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds for our model")
     parser.add_argument("--template-epochs", type=int, default=2, help="epochs of the S5 template (20 take ~50 min)")
-    parser.add_argument("--examples-epochs", type=int, default=5, help="at most this many pytorch/examples epochs; stops at 99.0%%")
+    parser.add_argument("--examples-epochs", type=int, default=8, help="at most this many pytorch/examples epochs; stops at 99.0%%")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"), help="JSON file to write")
     args = parser.parse_args()
 
