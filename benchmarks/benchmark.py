@@ -272,9 +272,9 @@ def plot(runs, path):
     ax.axhline(TARGET_ACC, color="gray", linestyle="--", linewidth=1, label=f"{TARGET_ACC}%")
     ax.set_xlabel("wall time, training and test passes (s)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(97, 100)
+    ax.set_ylim(95, 100)  # epochs below 95% (the S5 template's first) fall off the bottom
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="center right")
     ax.set_title("MNIST test accuracy against wall time, same machine, same run")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
