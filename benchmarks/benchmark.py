@@ -11,7 +11,6 @@ descriptions: the "S5 template" this project descends from, and pytorch/examples
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import sys

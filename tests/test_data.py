@@ -55,14 +55,18 @@ def test_train_loader_is_shuffled(tiny_root):
     assert torch.equal(epoch1.sort().values, in_order.sort().values)
 
 
+def fingerprint(images):
+    """The sorted per-image pixel sums: equal for the same images in any order."""
+    return images.flatten(1).sum(1).sort().values
+
+
 def test_train_images_are_normalised_before_augmentation(tiny_root):
     """Unaugmented training batches are exactly the hand-normalised pixels, in some order."""
     raw = make_tiny_mnist(tiny_root.parent / "expected_train")["train"][0]
     expected = ((raw.float() / 255 - MEAN) / STD).unsqueeze(1)
     train_loader, _ = loaders(tiny_root, augment=False)
     got = torch.cat([x for x, _ in train_loader])
-    key = lambda t: t.flatten(1).sum(1).sort().values  # order-free fingerprint
-    torch.testing.assert_close(key(got), key(expected))
+    torch.testing.assert_close(fingerprint(got), fingerprint(expected))
 
 
 def test_augmentation_moves_pixels_but_keeps_labels(tiny_root):
