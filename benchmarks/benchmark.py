@@ -153,6 +153,15 @@ def evaluate(model, loader):
     return total_loss / n, 100 * correct / n
 
 
+def train_step(model, optimizer, data, target, ema=None):
+    """One SGD step on the NLL loss, then the moving average of the weights when there is one."""
+    optimizer.zero_grad(set_to_none=True)
+    F.nll_loss(model(data), target).backward()
+    optimizer.step()
+    if ema is not None:
+        ema.update_parameters(model)
+
+
 def train_run(name, data_dir, epochs, seed, stop_at_target=False):
     """Train one model; return its per-epoch record. Wall time counts training and test passes.
 
@@ -166,13 +175,9 @@ def train_run(name, data_dir, epochs, seed, stop_at_target=False):
         model.train()
         start = time.perf_counter()
         for data, target in tqdm(train_loader, desc=f"{name} seed {seed} epoch {epoch}/{epochs}", leave=False):
-            optimizer.zero_grad(set_to_none=True)
-            F.nll_loss(model(data), target).backward()
-            optimizer.step()
+            train_step(model, optimizer, data, target, ema)
             if step_every == "batch":
                 scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
         if step_every == "epoch":
             scheduler.step()
         train_s = time.perf_counter() - start
@@ -196,10 +201,7 @@ def pipeline_cost(data_dir, seed):
     def run(batches):
         start = time.perf_counter()
         for data, target in tqdm(batches, total=len(train_loader), desc="pipeline cost", leave=False):
-            optimizer.zero_grad(set_to_none=True)
-            F.nll_loss(model(data), target).backward()
-            optimizer.step()
-            ema.update_parameters(model)
+            train_step(model, optimizer, data, target, ema)
         return time.perf_counter() - start
 
     fixed = next(iter(train_loader))
