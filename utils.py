@@ -366,15 +366,22 @@ def denormalize(x):
     return (x * MNIST_STD + MNIST_MEAN).clamp(0, 1)
 
 
-def plot_samples(images, labels, ncols=8, nrows=4):
-    """A grid of normalised (B, 1, 28, 28) images titled with their labels."""
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.6 * nrows))
-    for ax, image, label in zip(axes.flat, denormalize(images.cpu()), labels.cpu()):
-        ax.imshow(image.squeeze(0).numpy(), cmap="gray_r")
-        ax.set_title(str(int(label)), fontsize=10)
+def image_grid(images, titles, ncols=8, title_color="black"):
+    """A figure of normalised (B, 1, 28, 28) images in rows of `ncols`, each with its title."""
+    nrows = max(1, math.ceil(len(titles) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols, 1.7 * nrows), squeeze=False)
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(denormalize(image.cpu()).squeeze(0).numpy(), cmap="gray_r")
+        ax.set_title(title, fontsize=9, color=title_color)
     for ax in axes.flat:
         ax.axis("off")
-    return finish(fig)
+    return fig
+
+
+def plot_samples(images, labels, ncols=8, nrows=4):
+    """The first ncols x nrows images of a batch, titled with their labels."""
+    n = min(len(labels), ncols * nrows)
+    return finish(image_grid(images[:n], [str(int(label)) for label in labels[:n]], ncols))
 
 
 def finish(fig, path=None):
@@ -441,9 +448,10 @@ def plot_confusion_matrix(matrix, path=None):
     fig.colorbar(image, ax=ax, label="misclassified images")
     for i in range(n):
         for j in range(n):
-            count = int(matrix[i, j])
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                    fontweight="bold" if i == j else "normal", color="black")
+            # White on the darker half of the colour scale, where black would not read.
+            dark = errors[i, j] > errors.max() / 2
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
+                    fontweight="bold" if i == j else "normal", color="white" if dark else "black")
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xlabel("predicted label")
@@ -461,17 +469,9 @@ def misclassified(predictions, confidences, targets, n=24):
 
 def plot_misclassified(dataset, predictions, confidences, targets, n=24, ncols=8, path=None):
     """A grid of the most confident mistakes, titled true -> predicted (confidence)."""
-    indices = misclassified(predictions, confidences, targets, n)
-    nrows = max(1, math.ceil(len(indices) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols, 1.8 * nrows), squeeze=False)
-    images = dataset.__getitems__(indices.tolist())[0] if len(indices) else []
-    for ax, index, image in zip(axes.flat, indices.tolist(), images):
-        ax.imshow(denormalize(image.cpu()).squeeze(0).numpy(), cmap="gray_r")
-        ax.set_title(
-            f"{int(targets[index])} -> {int(predictions[index])} ({100 * float(confidences[index]):.0f}%)",
-            fontsize=9, color="darkred",
-        )
-    for ax in axes.flat:
-        ax.axis("off")
+    indices = misclassified(predictions, confidences, targets, n).tolist()
+    images = dataset.__getitems__(indices)[0] if indices else []
+    titles = [f"{int(targets[i])} -> {int(predictions[i])} ({100 * float(confidences[i]):.0f}%)" for i in indices]
+    fig = image_grid(images, titles, ncols, title_color="darkred")
     fig.suptitle(f"Misclassified test images: true -> predicted (confidence), {len(indices)} shown")
     return finish(fig, path)

@@ -2,7 +2,7 @@
 side by side on this machine, and record speed and accuracy.
 
     python benchmarks/benchmark.py            # the full run behind the README table
-    python benchmarks/benchmark.py --quick    # a few minutes: fewer seeds and epochs
+    python benchmarks/benchmark.py --quick    # a few minutes: 1 seed, fewer epochs, 12,000 training images
 
 Writes a JSON file (every epoch's wall time and test accuracy, plus a summary) and a PNG of
 test accuracy against wall time. The baselines are re-implemented here from their published
@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -83,10 +83,12 @@ def notebook_defaults():
     return params
 
 
-def pil_loaders(data_dir, train_transform, batch_size, test_batch_size, num_workers):
+def pil_loaders(data_dir, train_images, train_transform, batch_size, test_batch_size, num_workers):
     """Per-image PIL loaders over torchvision's MNIST, as both baselines use them."""
     normalize = [transforms.ToTensor(), transforms.Normalize((utils.MNIST_MEAN,), (utils.MNIST_STD,))]
     train_set = datasets.MNIST(data_dir, train=True, transform=transforms.Compose(train_transform + normalize))
+    if train_images is not None:
+        train_set = Subset(train_set, range(min(train_images, len(train_set))))
     test_set = datasets.MNIST(data_dir, train=False, transform=transforms.Compose(normalize))
     common = dict(num_workers=num_workers, persistent_workers=num_workers > 0)
     return (
@@ -95,11 +97,13 @@ def pil_loaders(data_dir, train_transform, batch_size, test_batch_size, num_work
     )
 
 
-def setup_ours(data_dir, epochs, seed):
+def setup_ours(data_dir, train_images, epochs, seed):
     p = notebook_defaults()
-    train_loader, test_loader = utils.get_data_loaders(
-        batch_size=p["BATCH_SIZE"], test_batch_size=p["TEST_BATCH_SIZE"], data_dir=data_dir, seed=seed
-    )
+    sizes = dict(batch_size=p["BATCH_SIZE"], test_batch_size=p["TEST_BATCH_SIZE"], data_dir=data_dir, seed=seed)
+    train_loader, test_loader = utils.get_data_loaders(**sizes)
+    if train_images is not None:
+        # max_samples cuts both splits; keep the whole test split, as for the baselines.
+        train_loader, _ = utils.get_data_loaders(**sizes, max_samples=train_images)
     model = MNISTNet()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=p["LEARNING_RATE"], momentum=p["MOMENTUM"], nesterov=True,
@@ -115,22 +119,22 @@ def setup_ours(data_dir, epochs, seed):
     return model, optimizer, scheduler, "batch", train_loader, test_loader, ema
 
 
-def setup_s5_template(data_dir, epochs, seed):
+def setup_s5_template(data_dir, train_images, epochs, seed):
     train_transform = [
         transforms.RandomApply([transforms.CenterCrop(22)], p=0.1),
         transforms.Resize((28, 28)),
         transforms.RandomRotation((-15.0, 15.0), fill=0),
     ]
-    train_loader, test_loader = pil_loaders(data_dir, train_transform, 512, 512, num_workers=2)
+    train_loader, test_loader = pil_loaders(data_dir, train_images, train_transform, 512, 512, num_workers=2)
     model = S5TemplateNet()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=15, gamma=0.1)
     return model, optimizer, scheduler, "epoch", train_loader, test_loader, None
 
 
-def setup_examples(data_dir, epochs, seed):
+def setup_examples(data_dir, train_images, epochs, seed):
     # pytorch/examples shuffles only on CUDA; shuffling here gives the baseline its best case.
-    train_loader, test_loader = pil_loaders(data_dir, [], 64, 1000, num_workers=0)
+    train_loader, test_loader = pil_loaders(data_dir, train_images, [], 64, 1000, num_workers=0)
     model = ExamplesNet()
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
@@ -162,13 +166,15 @@ def train_step(model, optimizer, data, target, ema=None):
         ema.update_parameters(model)
 
 
-def train_run(name, data_dir, epochs, seed, stop_at_target=False):
+def train_run(name, data_dir, train_images, epochs, seed, stop_at_target=False):
     """Train one model; return its per-epoch record. Wall time counts training and test passes.
 
     Where the setup gives a moving average of the weights (ours), that is what gets tested.
     """
     utils.set_seed(seed)
-    model, optimizer, scheduler, step_every, train_loader, test_loader, ema = SETUPS[name](data_dir, epochs, seed)
+    model, optimizer, scheduler, step_every, train_loader, test_loader, ema = SETUPS[name](
+        data_dir, train_images, epochs, seed
+    )
     record = {"name": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()), "epochs": []}
     wall = 0.0
     for epoch in range(1, epochs + 1):
@@ -192,10 +198,10 @@ def train_run(name, data_dir, epochs, seed, stop_at_target=False):
     return record
 
 
-def pipeline_cost(data_dir, seed):
+def pipeline_cost(data_dir, train_images, seed):
     """Time one epoch of our model with the real loader, and the same steps on one pre-loaded batch."""
     utils.set_seed(seed)
-    model, optimizer, _, _, train_loader, _, ema = setup_ours(data_dir, 1, seed)
+    model, optimizer, _, _, train_loader, _, ema = setup_ours(data_dir, train_images, 1, seed)
     model.train()
 
     def run(batches):
@@ -283,11 +289,12 @@ def plot(runs, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 seed, fewer epochs: a few minutes")
+    parser.add_argument("--quick", action="store_true", help="1 seed, fewer epochs, 12,000 training images: a few minutes")
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $MNIST_DATA_DIR, else ./data)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds for our model")
     parser.add_argument("--template-epochs", type=int, default=2, help="epochs of the S5 template (20 take ~50 min)")
     parser.add_argument("--examples-epochs", type=int, default=8, help="at most this many pytorch/examples epochs; stops at 99.0%%")
+    parser.add_argument("--train-images", type=int, default=None, help="train on the first N images only (default: all 60,000)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"), help="JSON file to write")
     args = parser.parse_args()
 
@@ -295,19 +302,22 @@ def main():
     utils.load_mnist(data_dir, download=False)  # fail early, with the clear message, if absent
     epochs = notebook_defaults()["EPOCHS"]
     seeds, template_epochs, examples_epochs = args.seeds, args.template_epochs, args.examples_epochs
+    train_images = args.train_images
     if args.quick:
         seeds, epochs, template_epochs, examples_epochs = seeds[:1], 2, 1, 1
+        train_images = train_images or 12_000
 
-    runs = [train_run("ours", data_dir, epochs, seed) for seed in seeds]
-    runs.append(train_run("pytorch_examples", data_dir, examples_epochs, seeds[0], stop_at_target=True))
-    runs.append(train_run("s5_template", data_dir, template_epochs, seeds[0]))
+    runs = [train_run("ours", data_dir, train_images, epochs, seed) for seed in seeds]
+    runs.append(train_run("pytorch_examples", data_dir, train_images, examples_epochs, seeds[0], stop_at_target=True))
+    runs.append(train_run("s5_template", data_dir, train_images, template_epochs, seeds[0]))
     result = dict(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         machine=dict(cpus=torch.get_num_threads(), processor=platform.processor() or platform.machine(),
                      python=platform.python_version(), torch=torch.__version__),
         quick=args.quick,
+        train_images=train_images or 60_000,
         notebook_defaults={k: v for k, v in notebook_defaults().items() if k not in ("DATA_DIR", "OUTPUT_DIR")},
-        pipeline=pipeline_cost(data_dir, seeds[0]),
+        pipeline=pipeline_cost(data_dir, train_images, seeds[0]),
         runs=runs,
     )
     result["summary"] = summarize(runs)

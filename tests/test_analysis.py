@@ -68,6 +68,22 @@ def test_confusion_matrix_plot_labels_every_cell(tmp_path):
     assert (tmp_path / "cm.png").is_file()
 
 
+def test_confusion_matrix_counts_stay_readable_on_dark_cells():
+    matrix = torch.eye(10, dtype=torch.long) * 900
+    matrix[3, 5] = 40  # the darkest error cell
+    matrix[3, 8] = 2
+    texts = {t.get_position(): t for t in utils.plot_confusion_matrix(matrix).axes[0].texts}
+    assert texts[(5, 3)].get_color() == "white"
+    assert texts[(8, 3)].get_color() == texts[(3, 3)].get_color() == "black"
+
+
+def test_sample_grid_titles_each_image_with_its_label():
+    labels = torch.arange(12) % 10
+    fig = utils.plot_samples(torch.zeros(12, 1, 28, 28), labels, ncols=4, nrows=2)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == [str(int(label)) for label in labels[:8]]
+
+
 def test_curves_plot_has_four_panels_and_partial_histories(tmp_path):
     history = {"train_loss": [1.0, 0.5, 0.4], "train_acc": [80, 90, 95], "test_loss": [0.6, 0.5], "test_acc": [85, 92]}
     fig = utils.plot_curves(history, tmp_path / "c.png")

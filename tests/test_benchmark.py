@@ -1,0 +1,72 @@
+"""benchmarks/benchmark.py end to end on tiny data, and its summary arithmetic."""
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "benchmarks" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(name, accuracies, seconds_per_epoch=10.0):
+    epochs = [
+        dict(epoch=i + 1, train_s=seconds_per_epoch, wall_s=seconds_per_epoch * (i + 1), test_loss=0.1, test_acc=acc)
+        for i, acc in enumerate(accuracies)
+    ]
+    return dict(name=name, seed=1, params=1000, epochs=epochs)
+
+
+def test_time_to_target_is_the_first_epoch_at_99(benchmark):
+    assert benchmark.time_to_target(fake_run("ours", [98.5, 99.0, 98.9, 99.3])) == 20.0
+    assert benchmark.time_to_target(fake_run("ours", [98.5, 98.9])) is None
+
+
+def test_summary_takes_medians_over_seeds_and_ratios_against_the_baselines(benchmark):
+    runs = [
+        fake_run("ours", [99.1, 99.5], 2.0),
+        fake_run("ours", [99.0, 99.6], 4.0),
+        fake_run("ours", [98.0, 99.4], 3.0),
+        fake_run("pytorch_examples", [98.0, 99.0], 30.0),
+    ]
+    summary = benchmark.summarize(runs)
+    ours = summary["ours"]
+    assert ours["final_acc_median"] == 99.5
+    assert (ours["final_acc_min"], ours["final_acc_max"]) == (99.4, 99.6)
+    assert ours["epoch_train_s"] == 3.0
+    assert ours["time_to_99_s"] == 4.0  # 2 s, 4 s and 6 s to reach 99.0%
+    assert summary["epoch_speedup_vs_pytorch_examples"] == 10.0
+    assert summary["time_to_99_speedup_vs_pytorch_examples"] == 15.0
+    assert "s5_template" not in summary
+
+
+def test_a_tiny_run_records_every_epoch_of_all_three(benchmark, tiny_root, tmp_path, monkeypatch):
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(sys, "argv", [
+        "benchmark.py", "--data-dir", str(tiny_root), "--seeds", "5", "--train-images", "64",
+        "--template-epochs", "2", "--examples-epochs", "1", "--out", str(out),
+    ])
+    benchmark.main()
+    result = json.loads(out.read_text())
+    assert result["train_images"] == 64
+    epochs = {r["name"]: [e["epoch"] for e in r["epochs"]] for r in result["runs"]}
+    assert epochs == {
+        "ours": list(range(1, benchmark.notebook_defaults()["EPOCHS"] + 1)),
+        "pytorch_examples": [1],
+        "s5_template": [1, 2],
+    }
+    for run in result["runs"]:
+        walls = [e["wall_s"] for e in run["epochs"]]
+        assert walls == sorted(walls) and all(0 < e["train_s"] <= e["wall_s"] for e in run["epochs"])
+        assert all(0 <= e["test_acc"] <= 100 for e in run["epochs"])
+    assert result["pipeline"]["real_loader_s"] > 0 and result["pipeline"]["preloaded_s"] > 0
+    assert result["summary"]["s5_template"]["params"] == 593_200
+    assert out.with_suffix(".png").stat().st_size > 10_000
