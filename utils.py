@@ -148,7 +148,7 @@ class BatchRandomAffine(torch.nn.Module):
     in [1 - `scale`, 1 + `scale`]; pixels moved in from outside the image are 0 (background).
     """
 
-    def __init__(self, degrees=10.0, shift=0.1, scale=0.0):
+    def __init__(self, degrees=10.0, shift=0.1, scale=0.1):
         super().__init__()
         self.degrees = degrees
         self.shift = shift
