@@ -292,7 +292,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="1 seed, fewer epochs, 12,000 training images: a few minutes")
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $MNIST_DATA_DIR, else ./data)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds for our model")
-    parser.add_argument("--template-epochs", type=int, default=2, help="epochs of the S5 template (20 take ~50 min)")
+    parser.add_argument("--template-epochs", type=int, default=2, help="epochs of the S5 template (20 take over an hour on 2 cores)")
     parser.add_argument("--examples-epochs", type=int, default=8, help="at most this many pytorch/examples epochs; stops at 99.0%%")
     parser.add_argument("--train-images", type=int, default=None, help="train on the first N images only (default: all 60,000)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"), help="JSON file to write")
