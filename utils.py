@@ -446,12 +446,11 @@ def plot_confusion_matrix(matrix, path=None):
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     image = ax.imshow(errors.numpy(), cmap="Reds", vmin=0, vmax=max(int(errors.max()), 1))
     fig.colorbar(image, ax=ax, label="misclassified images")
+    dark = errors > errors.max() / 2  # white text there: black would not read on dark red
     for i in range(n):
         for j in range(n):
-            # White on the darker half of the colour scale, where black would not read.
-            dark = errors[i, j] > errors.max() / 2
             ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
-                    fontweight="bold" if i == j else "normal", color="white" if dark else "black")
+                    fontweight="bold" if i == j else "normal", color="white" if dark[i, j] else "black")
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xlabel("predicted label")
