@@ -4,18 +4,22 @@ Importing this module reads, downloads and prints nothing; every function does i
 only when called.
 """
 
+import gzip
 import json
 import math
 import os
 import pickle
 import random
 import shutil
+import socket
 import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -41,9 +45,22 @@ class CheckpointError(ValueError):
     """A weights file cannot be loaded safely into the model; the message says why."""
 
 
+# Seconds a download may wait on one socket operation: a proxy or mirror that accepts the
+# connection and never answers then fails the download instead of hanging it.
+DOWNLOAD_TIMEOUT_S = 20
+
+
 def resolve_data_dir(data_dir=None):
-    """The data folder: `data_dir`, else $MNIST_DATA_DIR, else ./data."""
-    return Path(data_dir or os.environ.get("MNIST_DATA_DIR") or "data")
+    """The data folder: `data_dir`, else $MNIST_DATA_DIR, else ./data.
+
+    A path to the MNIST or MNIST/raw folder itself is taken to mean the folder above MNIST.
+    """
+    root = Path(data_dir or os.environ.get("MNIST_DATA_DIR") or "data")
+    if root.name == "raw" and root.parent.name == "MNIST":
+        return root.parent.parent
+    if root.name == "MNIST" and (root / "raw").is_dir():
+        return root.parent
+    return root
 
 
 def raw_folder(data_dir):
@@ -53,29 +70,35 @@ def raw_folder(data_dir):
 def load_mnist(data_dir=None, train=True, download=True):
     """One split as (uint8 images of shape (N, 28, 28), int64 labels of shape (N,)).
 
-    Downloads the files first when they are missing and `download` is true.
+    Downloads the files first when they are missing and `download` is true. Only the raw idx
+    files are read: a processed/*.pt cache left by an old torchvision is ignored.
     """
     root = resolve_data_dir(data_dir)
     ensure_mnist_files(root, download)
     images_path, labels_path = (raw_folder(root) / name for name in RAW_FILES[train])
-    check_idx_file(images_path, ndim=3)
-    check_idx_file(labels_path, ndim=1)
-    split = datasets.MNIST(root, train=train, download=False)
-    if len(split.data) != len(split.targets):
+    images = read_idx_file(images_path, ndim=3)
+    labels = read_idx_file(labels_path, ndim=1).long()
+    if len(images) != len(labels):
         raise MNISTDataError(
-            f"{images_path} holds {len(split.data)} images but {labels_path} holds "
-            f"{len(split.targets)} labels. {_redownload_hint(raw_folder(root))}"
+            f"{images_path} holds {len(images)} images but {labels_path} holds "
+            f"{len(labels)} labels. {_redownload_hint(raw_folder(root))}"
         )
-    if split.targets.numel() and int(split.targets.max()) > 9:
+    if int(labels.max()) > 9:
         raise MNISTDataError(
-            f"{labels_path} holds labels outside 0-9, so it is corrupt. {_redownload_hint(raw_folder(root))}"
+            f"{labels_path} holds labels outside 0-9, so it is corrupt. "
+            + _redownload_hint(raw_folder(root))
         )
-    return split.data, split.targets
+    return images, labels
 
 
 def ensure_mnist_files(root, download):
-    """Make sure the four raw files exist under root, downloading them if allowed."""
-    missing = [name for name in ALL_RAW_FILES if not (raw_folder(root) / name).is_file()]
+    """Make sure the four raw files exist under root: unpack .gz copies, else download."""
+    folder = raw_folder(root)
+    for name in ALL_RAW_FILES:
+        packed = folder / f"{name}.gz"
+        if not (folder / name).is_file() and packed.is_file():
+            _unpack(packed, folder / name)
+    missing = [name for name in ALL_RAW_FILES if not (folder / name).is_file()]
     if not missing:
         return  # Present files are only read: the folder may be read-only.
     reason = "download=False was given"
@@ -84,50 +107,79 @@ def ensure_mnist_files(root, download):
             _download_missing(root, missing)
             return
         except Exception as err:  # any failure: offline, mirror down, disk full, ...
-            reason = f"the download failed ({type(err).__name__}: {_first_line(err)})"
+            reason = f"the download failed ({type(err).__name__}: {_one_line(err)})"
     raise MNISTDataError(
-        f"MNIST was not found in {raw_folder(root).resolve()}: missing {', '.join(missing)}, "
+        f"MNIST was not found in {folder.resolve()}: missing {', '.join(missing)}, "
         f"and {reason}. Expected the four files {', '.join(ALL_RAW_FILES)} in that folder. "
         "To fix it, either set MNIST_DATA_DIR (or pass data_dir=) to a folder that holds "
         "MNIST/raw/<those four files>, e.g. `export MNIST_DATA_DIR=../shared/data`, "
-        f"or put the four files into {raw_folder(root).resolve()} yourself."
+        f"or put the four files into {folder.resolve()} yourself."
     )
+
+
+def _unpack(packed, target):
+    """Decompress a .gz raw file beside itself, as torchvision does after a download."""
+    try:
+        with gzip.open(packed, "rb") as src:
+            atomic_write(target, lambda f: shutil.copyfileobj(src, f))
+    except (OSError, EOFError, zlib.error) as err:
+        raise MNISTDataError(
+            f"{packed} could not be unpacked into {target} ({type(err).__name__}: "
+            f"{_one_line(err)}). {_redownload_hint(packed.parent)}"
+        ) from err
 
 
 def _download_missing(root, missing):
     """Download MNIST next to its final place, then move the missing files in.
 
     Files appear under their real names only once complete, so an interrupted download
-    never leaves a partial file that a later run would take for a good one.
+    never leaves a partial file that a later run would take for a good one; a failed one
+    leaves no folder behind that was not there before.
     """
     target = raw_folder(root)
+    created = [p for p in (target, *target.parents) if not p.exists()]
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target))
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         datasets.MNIST(staging, train=False, download=True)
         for name in missing:
             os.replace(raw_folder(staging) / name, target / name)
+    except BaseException:
+        for folder in created:  # innermost first; only the still-empty ones go
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     finally:
+        socket.setdefaulttimeout(previous_timeout)
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def check_idx_file(path, ndim):
-    """Raise MNISTDataError unless `path` is a complete uint8 idx file.
+def read_idx_file(path, ndim):
+    """The uint8 tensor in the idx file at `path`, after checking that the file is complete.
 
     ndim 3 means (N, 28, 28) images, ndim 1 means (N,) labels; the file size must match exactly.
     """
     header_size = 4 + 4 * ndim
-    with open(path, "rb") as f:
-        header = f.read(header_size)
-    valid = len(header) == header_size and header[:4] == bytes([0, 0, 8, ndim])
-    if valid:
+    data = Path(path).read_bytes()
+    header = data[:header_size]
+    dims = None
+    if len(header) == header_size and header[:4] == bytes([0, 0, 8, ndim]):
         dims = struct.unpack(f">{ndim}I", header[4:])
-        valid = dims[1:] == (28, 28)[: ndim - 1] and path.stat().st_size == header_size + math.prod(dims)
-    if not valid:
+        if dims[1:] != (28, 28)[: ndim - 1] or len(data) != header_size + math.prod(dims):
+            dims = None
+    if dims is None:
         raise MNISTDataError(
             f"{path} is truncated or corrupt: it is not a complete MNIST idx file. "
-            + _redownload_hint(path.parent)
+            + _redownload_hint(Path(path).parent)
         )
+    if dims[0] == 0:
+        raise MNISTDataError(
+            f"{path} is a well-formed idx file with 0 {'images' if ndim == 3 else 'labels'}. "
+            + _redownload_hint(Path(path).parent)
+        )
+    return torch.frombuffer(bytearray(data[header_size:]), dtype=torch.uint8).view(dims)
 
 
 def _redownload_hint(folder):
@@ -137,8 +189,9 @@ def _redownload_hint(folder):
     )
 
 
-def _first_line(err):
-    return (str(err).strip().splitlines() or [""])[0]
+def _one_line(err):
+    """The whole message of `err` on one line (a download error spans several)."""
+    return " ".join(str(err).split())
 
 
 class BatchRandomAffine(torch.nn.Module):
@@ -173,9 +226,9 @@ class BatchRandomAffine(torch.nn.Module):
         return f"degrees={self.degrees}, shift={self.shift}, scale={self.scale}"
 
 
-def train_transform(augment=True):
+def train_transform(augment=True, rotation=10.0, shift=0.1, zoom=0.1):
     """Batch transform for training: optional random affine on [0, 1] pixels, then normalise."""
-    steps = [BatchRandomAffine()] if augment else []
+    steps = [BatchRandomAffine(rotation, shift, zoom)] if augment else []
     return transforms.Compose(steps + [transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
 
 
@@ -222,6 +275,9 @@ def get_data_loaders(
     data_dir=None,
     download=True,
     augment=True,
+    rotation=10.0,
+    shift=0.1,
+    zoom=0.1,
     num_workers=0,
     seed=None,
     device="cpu",
@@ -230,7 +286,8 @@ def get_data_loaders(
     """Build the MNIST (train_loader, test_loader).
 
     Both splits are normalised with the training mean and std; only the training split is
-    shuffled and (with `augment`) randomly rotated, shifted and scaled. `device` is where the data
+    shuffled and (with `augment`) randomly rotated (up to `rotation` degrees), shifted (up to
+    `shift` of the image size) and zoomed (by up to `zoom` in or out). `device` is where the data
     lives and batches are built: "cpu", or an accelerator to keep the whole set there.
     `num_workers=0` is the default because batches cost little to build and workers would
     compete with the model for the CPU cores. `seed` fixes the shuffling and the augmentation
@@ -255,7 +312,7 @@ def get_data_loaders(
         persistent_workers=num_workers > 0,
     )
     train_loader = DataLoader(
-        MNISTBatches(*splits[True], train_transform(augment)),
+        MNISTBatches(*splits[True], train_transform(augment, rotation, shift, zoom)),
         batch_size=batch_size,
         shuffle=True,
         generator=generator,
@@ -290,12 +347,20 @@ def get_device():
 def atomic_write(path, write):
     """Call write(file) on a temporary file beside `path`, then rename it to `path`.
 
-    A crash or an interrupt never leaves a half-written file under the real name.
+    A crash or an interrupt never leaves a half-written file under the real name. The file gets
+    the permissions the umask gives new files, and a read-only `path` is never replaced.
     """
     path = Path(path)
+    if path.exists() and not path.stat().st_mode & 0o222:
+        raise PermissionError(
+            f"{path} is read-only, so it was not replaced. Make it writable (chmod u+w) "
+            "to replace it, or write to another path."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it the mode open() would have.
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -304,6 +369,12 @@ def atomic_write(path, write):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask():
+    mask = os.umask(0)  # the only way to read it is to set it, so set it straight back
+    os.umask(mask)
+    return mask
 
 
 def save_weights(model, path):
@@ -322,7 +393,12 @@ def all_finite(model):
 
 
 def load_weights(model, path, map_location="cpu"):
-    """Load a state_dict saved by save_weights into `model`, refusing anything but plain tensors."""
+    """Load a state_dict saved by save_weights into `model`, refusing anything but plain tensors.
+
+    Also takes the state_dict of the moving-average wrapper (AveragedModel) and training
+    checkpoints that keep the state_dict under "model" or "state_dict".
+    """
+    check_checkpoint_format(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -333,13 +409,45 @@ def load_weights(model, path, map_location="cpu"):
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointError(
-            f"{path} is truncated or corrupt ({_first_line(err)}). Save the weights again."
+            f"{path} is truncated or corrupt ({_one_line(err)}). Save the weights again."
         ) from err
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state_dict.")
+    state = unwrap_state_dict(state, path)
     check_state_dict(model, state, path)
     model.load_state_dict(state)
     return model
+
+
+def check_checkpoint_format(path):
+    """Raise CheckpointError unless `path` starts like a file written by torch.save."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    # torch.save writes a zip archive; files from PyTorch before 1.6 are a bare pickle (0x80).
+    if head.startswith(b"PK") or head[:1] == b"\x80":
+        return
+    kinds = {b"\x89PNG": "a PNG image", b"{": "JSON", b"[": "JSON", b"\x1f\x8b": "a gzip archive"}
+    kind = next((name for magic, name in kinds.items() if head.lstrip().startswith(magic)), None)
+    raise CheckpointError(
+        f"{path} is not a PyTorch checkpoint{f' (it looks like {kind})' if kind else ''}: "
+        "load a weights file written by save_weights or torch.save, such as a run's mnist_net.pt."
+    )
+
+
+def unwrap_state_dict(state, path):
+    """The model's state_dict inside `state`, a plain or wrapped state_dict."""
+    if isinstance(state, dict):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__} that is not a state_dict (a dict of tensors), "
+            'nor a dict with one under "model" or "state_dict".'
+        )
+    if "n_averaged" in state and all(k.startswith("module.") for k in state if k != "n_averaged"):
+        # AveragedModel's own state_dict: the averaged model's keys behind a "module." prefix.
+        state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
+    return state
 
 
 def check_state_dict(model, state, path):
@@ -411,8 +519,18 @@ def plot_curves(history, path=None):
         ax.plot(range(1, len(values) + 1), values, marker="o")
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if "acc" in key:
+            cap_percent_axis(ax)
         ax.grid(alpha=0.3)
     return finish(fig, path)
+
+
+def cap_percent_axis(ax):
+    """Keep a percentage axis from running past 100, which autoscaling does for a single point."""
+    bottom, top = ax.get_ylim()
+    if top > 100:
+        ax.set_ylim(min(bottom, 99.9), 100)
 
 
 def predict(model, loader, device):

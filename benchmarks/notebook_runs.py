@@ -1,0 +1,69 @@
+"""Execute S5.ipynb with papermill and read back what it saved: the benchmark's "ours" runs.
+
+The numbers come from the notebook people run, not from a second copy of its recipe.
+"""
+
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import papermill
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import runs  # noqa: E402
+from model import receptive_field  # noqa: E402
+
+
+def load_average():
+    """The 1-minute load average (how busy the machine was), or None where unknown."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def notebook_run(name, parameters, seed, data_dir, keep_dir=None):
+    """Run the notebook once with `parameters` and `seed`; return its record in the run format.
+
+    The record has the per-epoch training time, wall time (training and test passes, summed),
+    test loss and accuracy, plus the parameter count, receptive field and the run's params.json.
+    The run folder is kept under `keep_dir` when given, else deleted with its temporary folder.
+    """
+    with tempfile.TemporaryDirectory(prefix="s5-run-") as tmp:
+        out = Path(keep_dir or tmp)
+        values = {**parameters, "SEED": seed, "DATA_DIR": str(data_dir), "OUTPUT_DIR": str(out)}
+        load = load_average()
+        papermill.execute_notebook(
+            REPO / "S5.ipynb", Path(tmp) / "S5.ipynb", parameters=values, cwd=REPO,
+            kernel_name="python3", progress_bar=False,
+        )
+        run = runs.read_run(runs.latest_run(out))
+    history = run["metrics"]["history"]
+    epochs, wall = [], 0.0
+    for i, (train_s, epoch_s) in enumerate(zip(history["train_time_s"], history["epoch_time_s"])):
+        wall += epoch_s
+        epochs.append(dict(epoch=i + 1, train_s=train_s, wall_s=wall, test_loss=history["test_loss"][i],
+                           test_acc=history["test_acc"][i]))
+    return dict(
+        name=name, seed=seed, params=run["parameter_count"], receptive_field=receptive_field(),
+        load_average_at_start=load, notebook=run, epochs=epochs,
+    )
+
+
+def provenance():
+    """Where and with what a set of runs was made."""
+    import torch
+
+    return dict(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        git_commit=runs.git_commit(),
+        cpu=runs.cpu_model(),
+        threads=torch.get_num_threads(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        load_average_at_start=load_average(),
+    )
