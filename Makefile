@@ -3,7 +3,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# papermill options for `make run`, e.g. PARAMS="-p EPOCHS 3 -p SEED 2".
+PARAMS ?=
+# Where `make run` keeps the executed notebook: a new file for every run, never overwritten.
+EXECUTED := outputs/notebooks/S5-$(shell date +%Y%m%d-%H%M%S).ipynb
+# The kernel warns on every start that its loopback TCP channel is unencrypted; the kernel is
+# local and the channel never leaves the machine, so `make run` leaves that warning out.
+KERNEL_NOISE := Kernel is running over TCP without encryption
 
+SHELL := /bin/bash
 .PHONY: run record test bench bench-quick clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
@@ -12,18 +20,23 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-# Executes the notebook with its defaults into outputs/ (the notebook's OUTPUT_DIR), then merges
-# each progress bar's updates into its final state so the executed notebook reads cleanly.
+# Executes the notebook, printing its progress and one line per epoch as it goes. Each run saves
+# into a new folder under the notebook's OUTPUT_DIR (outputs/ unless PARAMS sets it); the executed
+# notebook goes to $(EXECUTED), with each progress bar merged into its final state.
 run: $(BIN)/.installed
-	mkdir -p outputs
-	$(BIN)/python -m papermill S5.ipynb outputs/S5.ipynb
-	$(BIN)/jupyter nbconvert --to notebook --coalesce-streams --inplace --log-level WARN outputs/S5.ipynb
+	mkdir -p $(dir $(EXECUTED))
+	set -o pipefail; $(BIN)/python -m papermill S5.ipynb $(EXECUTED) $(PARAMS) \
+		--no-progress-bar --stdout-file /dev/stdout --stderr-file /dev/stderr \
+		2> >(grep -v --line-buffered "$(KERNEL_NOISE)" >&2)
+	$(BIN)/jupyter nbconvert --to notebook --coalesce-streams --inplace --log-level WARN $(EXECUTED)
+	@echo "Executed notebook: $(EXECUTED)"
 
 # Makes the committed S5.ipynb and docs/ plots the record of a fresh `make run`.
 record: run
-	cp outputs/S5.ipynb S5.ipynb
+	cp $(EXECUTED) S5.ipynb
 	mkdir -p docs
-	cp outputs/curves.png outputs/confusion_matrix.png outputs/misclassified.png docs/
+	run_dir=$$($(BIN)/python -c 'import runs; print(runs.latest_run("outputs"))') && \
+		cp $$run_dir/curves.png $$run_dir/confusion_matrix.png $$run_dir/misclassified.png docs/
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/benchmark.py
@@ -35,4 +48,5 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf .pytest_cache
+	@echo "outputs/ holds every run's results and is left alone: delete it yourself if you mean to."

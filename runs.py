@@ -92,8 +92,9 @@ def check_parameters(namespace):
         value = params[name]
         if not is_ok(value):
             hint = ""
-            if isinstance(value, str) and name != "OUTPUT_DIR":
-                hint = " (a string: with papermill, pass it with -p, which parses it, not -r)"
+            if isinstance(value, str):
+                hint = (" (a string: with papermill, pass numbers and True/False with -p, which "
+                        "parses them, not -r, and a list with -y, e.g. -y 'CHANNELS: [8, 12, 16, 20]')")
             raise ValueError(
                 f"{name} = {value!r} ({type(value).__name__}) is not allowed: {name} must be "
                 f"{allowed}{hint}."
@@ -132,7 +133,7 @@ def start_run(output_dir, params, model, device, continued_from=None):
     run_dir = _new_folder(Path(output_dir), name)
     info = dict(
         name=run_dir.name,
-        started=now.isoformat(timespec="seconds"),
+        started=now.isoformat(timespec="microseconds"),
         parameters={k: str(v) if isinstance(v, os.PathLike) else v for k, v in params.items()},
         parameter_count=count_parameters(model),
         continued_from=None if continued_from is None else Path(continued_from).name,
@@ -210,9 +211,9 @@ def read_run(run_dir):
 
 
 def list_runs(output_dir="outputs"):
-    """Every run under `output_dir`, oldest first (folder names start with the start time)."""
-    folders = sorted(p.parent for p in Path(output_dir).glob(f"*/{PARAMS_FILE}"))
-    return [read_run(folder) for folder in folders]
+    """Every run under `output_dir`, oldest first."""
+    found = [read_run(p.parent) for p in Path(output_dir).glob(f"*/{PARAMS_FILE}")]
+    return sorted(found, key=lambda run: datetime.fromisoformat(run["started"]))
 
 
 def latest_run(output_dir="outputs"):

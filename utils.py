@@ -146,14 +146,12 @@ def _download_missing(root, missing):
         datasets.MNIST(staging, train=False, download=True)
         for name in missing:
             os.replace(raw_folder(staging) / name, target / name)
-    except BaseException:
-        for folder in created:  # innermost first; only the still-empty ones go
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        raise
     finally:
         socket.setdefaulttimeout(previous_timeout)
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # innermost first; after a failure they are empty, and go
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def read_idx_file(path, ndim):

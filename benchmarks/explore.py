@@ -23,11 +23,15 @@ LOG = REPO / "benchmarks" / "exploration.jsonl"
 
 
 def parse_value(text):
-    """A Python literal (3, 0.1, (8, 12, 16, 20), True), else the text itself."""
+    """A Python literal (3, 0.1, [8, 12, 16, 20], True), else the text itself.
+
+    Tuples become lists: papermill writes a list into the parameters cell, but a tuple as text.
+    """
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+    return list(value) if isinstance(value, tuple) else value
 
 
 def main():
@@ -47,6 +51,7 @@ def main():
         record = notebook_run(args.label, parameters, seed, data_dir)
         entry = dict(label=args.label, changed=parameters, seed=seed, params=record["params"],
                      test_acc=[e["test_acc"] for e in record["epochs"]],
+                     train_acc=[round(a, 2) for a in record["notebook"]["metrics"]["history"]["train_acc"]],
                      train_s=[round(e["train_s"], 2) for e in record["epochs"]],
                      wall_s=round(record["epochs"][-1]["wall_s"], 1),
                      load_average_at_start=record["load_average_at_start"], machine=provenance())

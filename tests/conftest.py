@@ -71,24 +71,33 @@ def real_data():
     return root
 
 
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Fail any attempt to resolve or reach a host; the list records the attempts.
+    """Fail any attempt to resolve or reach a host but this one; the list records the attempts.
 
-    Local (AF_UNIX) sockets stay allowed: DataLoader workers pass tensors through them.
+    Local (AF_UNIX) sockets stay allowed, as DataLoader workers pass tensors through them, and so
+    does the loopback interface, where tests run servers of their own.
     """
     attempts = []
-    connect = socket.socket.connect
+    connect, getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
     def refuse(*args, **kwargs):
         attempts.append(args)
         raise OSError("network access is blocked in the tests")
 
     def local_only(sock, address):
-        if sock.family == socket.AF_UNIX:
+        if sock.family == socket.AF_UNIX or address[0] in LOOPBACK:
             return connect(sock, address)
         return refuse(sock, address)
 
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    def resolve_loopback_only(host, *args, **kwargs):
+        if host in LOOPBACK:
+            return getaddrinfo(host, *args, **kwargs)
+        return refuse(host, *args)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve_loopback_only)
     monkeypatch.setattr(socket.socket, "connect", local_only)
     return attempts

@@ -91,3 +91,65 @@ def test_truncated_checkpoint_is_reported(model, tmp_path):
 def test_save_json_writes_readable_json(tmp_path):
     utils.save_json({"test_acc": [98.5, 99.1]}, tmp_path / "m.json")
     assert (tmp_path / "m.json").read_text().startswith("{")
+
+
+def test_saved_files_follow_the_umask(model, tmp_path):
+    old = os.umask(0o027)
+    try:
+        utils.save_weights(model, tmp_path / "w.pt")
+        utils.save_json({}, tmp_path / "m.json")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.pt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_read_only_file_is_not_replaced(model, tmp_path):
+    path = tmp_path / "w.pt"
+    path.write_bytes(b"keep me")
+    path.chmod(0o444)
+    with pytest.raises(PermissionError, match="w.pt is read-only, so it was not replaced"):
+        utils.save_weights(model, path)
+    assert path.read_bytes() == b"keep me"
+
+
+def test_the_moving_average_wrappers_state_dict_loads(model, tmp_path):
+    ema = torch.optim.swa_utils.AveragedModel(model, use_buffers=True)
+    path = tmp_path / "ema.pt"
+    torch.save(ema.state_dict(), path)
+    assert "n_averaged" in ema.state_dict()
+    loaded = utils.load_weights(MNISTNet().eval(), path)
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("key", ["model", "state_dict"])
+def test_a_training_checkpoint_dict_loads_its_model(model, tmp_path, key):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({key: model.state_dict(), "epoch": 3, "optimizer": {"lr": 0.1}}, path)
+    loaded = utils.load_weights(MNISTNet().eval(), path)
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_a_dict_without_a_state_dict_is_explained(model, tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"epoch": 3, "lr": 0.1}, path)
+    with pytest.raises(utils.CheckpointError, match="not a state_dict"):
+        utils.load_weights(model, path)
+
+
+@pytest.mark.parametrize(
+    "content, kind",
+    [(b'{"test_acc": [99.1]}', "JSON"), (b"\x89PNG\r\n\x1a\n" + bytes(32), "a PNG image"), (b"hello", None)],
+    ids=["json", "png", "text"],
+)
+def test_a_file_that_is_no_checkpoint_is_called_that(model, tmp_path, content, kind):
+    path = tmp_path / "not-weights.pt"
+    path.write_bytes(content)
+    with pytest.raises(utils.CheckpointError) as info:
+        utils.load_weights(model, path)
+    message = str(info.value)
+    assert "is not a PyTorch checkpoint" in message and "pickled" not in message
+    if kind:
+        assert f"it looks like {kind}" in message

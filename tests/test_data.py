@@ -1,4 +1,8 @@
+import gzip
 import os
+import socket
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -6,7 +10,7 @@ import torch
 import torchvision
 
 import utils
-from conftest import TINY_TEST, TINY_TRAIN, make_tiny_mnist
+from conftest import TINY_TEST, TINY_TRAIN, make_tiny_mnist, write_idx
 
 MEAN, STD = 0.1307, 0.3081
 
@@ -263,3 +267,85 @@ def test_scale_zooms_around_the_centre():
     zoomed = utils.BatchRandomAffine(degrees=0, shift=0, scale=0.3)(x.expand(64, 1, 28, 28).contiguous())
     areas = zoomed.sum(dim=(1, 2, 3))
     assert areas.min() < 64 * 0.9 and areas.max() > 64 * 1.1  # some shrink, some grow
+
+
+@pytest.fixture
+def silent_proxy(monkeypatch):
+    """A proxy on the loopback that accepts connections and never answers, set for every URL."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    # urllib reads the proxy settings once, into the opener it keeps after its first request.
+    monkeypatch.setattr(urllib.request, "_opener", None)
+    yield server
+    server.close()
+
+
+def test_download_with_no_answer_fails_in_time_and_leaves_nothing(tmp_path, silent_proxy, monkeypatch):
+    monkeypatch.setattr(utils, "DOWNLOAD_TIMEOUT_S", 1)
+    mistyped = tmp_path / "dta"
+    start = time.monotonic()
+    with pytest.raises(utils.MNISTDataError) as info:
+        loaders(mistyped)
+    assert time.monotonic() - start < 30  # 1 s per socket operation, a few operations
+    assert "download failed" in str(info.value) and "timed out" in str(info.value)
+    assert not mistyped.exists()  # no empty MNIST/raw tree, no .download-* folder
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_error_keeps_its_whole_cause(tmp_path, monkeypatch):
+    cause = "Error downloading t10k-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n<urlopen error refused>\n"
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", fake_download(error=RuntimeError(cause)))
+    with pytest.raises(utils.MNISTDataError) as info:
+        loaders(tmp_path / "data")
+    assert "gz: Tried https://mirror/, got: <urlopen error refused>)" in str(info.value)
+
+
+def test_gz_files_alone_are_unpacked_and_read(tiny_copy):
+    raw = tiny_copy / "MNIST" / "raw"
+    expected = loaders(tiny_copy, augment=False)[1].dataset.images.clone()
+    for name in utils.ALL_RAW_FILES:
+        (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+        (raw / name).unlink()
+    _, test_loader = loaders(tiny_copy, download=False)
+    assert torch.equal(test_loader.dataset.images, expected)
+    assert all((raw / name).is_file() for name in utils.ALL_RAW_FILES)
+
+
+def test_corrupt_gz_file_is_named(tiny_copy):
+    raw = tiny_copy / "MNIST" / "raw"
+    (raw / "train-labels-idx1-ubyte").unlink()
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(utils.MNISTDataError, match="train-labels-idx1-ubyte.gz could not be unpacked"):
+        loaders(tiny_copy, download=False)
+
+
+@pytest.mark.parametrize("inner", ["MNIST", "MNIST/raw"])
+def test_data_dir_may_name_the_mnist_or_raw_folder(tiny_root, monkeypatch, no_network, inner):
+    monkeypatch.setenv("MNIST_DATA_DIR", str(tiny_root / inner))
+    train_loader, _ = utils.get_data_loaders(batch_size=8, download=True)
+    assert len(train_loader.dataset) == TINY_TRAIN
+    assert no_network == []
+    assert not (tiny_root / inner / "MNIST").exists()
+
+
+def test_stale_processed_cache_is_ignored(tiny_copy):
+    processed = tiny_copy / "MNIST" / "processed"
+    processed.mkdir()
+    stale = (torch.zeros(5, 28, 28, dtype=torch.uint8), torch.zeros(5, dtype=torch.int64))
+    for name in ("training.pt", "test.pt"):
+        torch.save(stale, processed / name)
+    train_loader, test_loader = loaders(tiny_copy)
+    assert (len(train_loader.dataset), len(test_loader.dataset)) == (TINY_TRAIN, TINY_TEST)
+
+
+def test_file_of_zero_images_is_named(tiny_copy):
+    path = tiny_copy / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    write_idx(path, torch.zeros(0, 28, 28, dtype=torch.uint8))
+    with pytest.raises(utils.MNISTDataError, match=rf"{path} is a well-formed idx file with 0 images"):
+        loaders(tiny_copy)

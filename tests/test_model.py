@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from model import MNISTNet
+from model import MNISTNet, receptive_field
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,17 @@ def test_imports_from_another_directory_without_side_effects(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "(2, 10)\n"  # importing printed nothing
     assert list(tmp_path.iterdir()) == []  # and wrote nothing (no ./data download)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_other_float_dtypes_are_cast_to_the_weights(model, dtype):
+    model.eval()
+    x = torch.randn(3, 1, 28, 28)
+    out = model(x.to(dtype))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, model(x.to(dtype).float()))
+
+
+def test_receptive_field_of_the_last_convolution():
+    # 3x3 conv, 2x2 pool, 3x3 conv, 2x2 pool, 3x3 conv, 2x2 pool, 3x3 conv
+    assert receptive_field() == 38

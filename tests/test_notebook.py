@@ -1,24 +1,27 @@
 """The notebook, executed headless end to end as a user would run it."""
 
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import nbformat
 import papermill
 import pytest
 from nbclient import NotebookClient
 
-import utils
+import runs
 from conftest import REPO
-from model import MNISTNet
 
 NOTEBOOK = REPO / "S5.ipynb"
-METRIC_KEYS = {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s"}
 
 
-def smoke_parameters(data_dir, output_dir, epochs=2):
-    return dict(
-        DATA_DIR=str(data_dir), OUTPUT_DIR=str(output_dir), EPOCHS=epochs, BATCH_SIZE=32, SMOKE=True
-    )
+def smoke_parameters(data_dir, output_dir, epochs=2, **extra):
+    values = dict(DATA_DIR=str(data_dir), OUTPUT_DIR=str(output_dir), EPOCHS=epochs, BATCH_SIZE=32, SMOKE=True)
+    return {**values, **extra}
 
 
 def run_notebook(tmp_path, parameters):
@@ -29,23 +32,45 @@ def run_notebook(tmp_path, parameters):
     return nbformat.read(out, as_version=4)
 
 
+def prepared(tmp_path, parameters):
+    """The notebook with `parameters` injected, not yet executed."""
+    path = tmp_path / "prepared.ipynb"
+    papermill.execute_notebook(NOTEBOOK, path, parameters=parameters, prepare_only=True)
+    return nbformat.read(path, as_version=4)
+
+
+def cell(nb, cell_id):
+    return next(c for c in nb.cells if c.get("id") == cell_id)
+
+
 def run_with_fault(tmp_path, parameters, fault):
-    """Inject `fault` (code) just before the epoch loop and run every cell, errors or not."""
-    prepared = tmp_path / "prepared.ipynb"
-    papermill.execute_notebook(NOTEBOOK, prepared, parameters=parameters, prepare_only=True)
-    nb = nbformat.read(prepared, as_version=4)
-    loop = next(i for i, c in enumerate(nb.cells) if c.source.startswith("history = "))
+    """Inject `fault` (code) just before the training cell and run every cell, errors or not."""
+    nb = prepared(tmp_path, parameters)
+    loop = nb.cells.index(cell(nb, "training"))
     nb.cells.insert(loop, nbformat.v4.new_code_cell(fault))
     NotebookClient(nb, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(REPO)}}).execute()
-    return nb, nb.cells[loop + 1], nb.cells[loop + 3]  # the notebook, the loop cell, the curves cell
+    return nb
 
 
-def has_image(cell):
-    return any("image/png" in o.get("data", {}) for o in cell.outputs)
+def errors(c):
+    return [o for o in c.get("outputs", []) if o.output_type == "error"]
 
 
-def read_metrics(output_dir):
-    return json.loads((output_dir / "metrics.json").read_text())
+def text(c):
+    return "".join(o.get("text", "") for o in c.outputs if o.output_type == "stream")
+
+
+def has_image(c):
+    return any("image/png" in o.get("data", {}) for o in c.outputs)
+
+
+def only_run(output_dir):
+    [run] = runs.list_runs(output_dir)
+    return run
+
+
+def snapshot(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
 @pytest.fixture(scope="module")
@@ -55,25 +80,79 @@ def smoke_run(tiny_root, tmp_path_factory):
     return nb, tmp / "out"
 
 
-def test_smoke_run_saves_metrics_curves_and_weights(smoke_run):
+def test_smoke_run_saves_a_run_folder(smoke_run):
     nb, out = smoke_run
-    metrics = read_metrics(out)
-    assert set(metrics) == METRIC_KEYS
-    assert all(len(values) == 2 for values in metrics.values())
-    assert all(0 <= acc <= 100 for acc in metrics["test_acc"] + metrics["train_acc"])
+    run = only_run(out)
+    assert run["name"].endswith("_c16-32-64-128_ep2_seed1_smoke")
+    metrics = run["metrics"]
+    assert (metrics["epochs_done"], metrics["epochs_planned"]) == (2, 2)
+    assert set(metrics["history"]) == set(runs.METRIC_KEYS)
+    assert all(len(values) == 2 for values in metrics["history"].values())
+    assert all(0 <= acc <= 100 for acc in metrics["history"]["test_acc"] + metrics["history"]["train_acc"])
+    assert all(0 < t <= e for t, e in zip(metrics["history"]["train_time_s"], metrics["history"]["epoch_time_s"]))
     for png in ("curves.png", "confusion_matrix.png", "misclassified.png"):
-        assert (out / png).stat().st_size > 10_000, png
-    utils.load_weights(MNISTNet(), out / "mnist_net.pt")
-    # samples, curves, confusion matrix, gallery
-    assert sum(has_image(c) for c in nb.cells if c.cell_type == "code") == 4
+        assert (run["path"] / png).stat().st_size > 10_000, png
+    # params.json: every value of the parameters cell, and where and with what it ran.
+    assert run["parameters"]["EPOCHS"] == 2 and run["parameters"]["CHANNELS"] == [16, 32, 64, 128]
+    assert set(run["parameters"]) == set(runs.PARAMETER_RULES)
+    for key in ("torch", "device", "threads", "cpu", "git_commit", "parameter_count"):
+        assert run[key] is not None, key
+    runs.load_model(run["path"])
+    # samples, curves, confusion matrix, gallery, comparison of runs
+    assert sum(has_image(c) for c in nb.cells if c.cell_type == "code") == 5
+
+
+def test_epoch_lines_and_progress_go_to_stdout_not_stderr(smoke_run):
+    nb, _ = smoke_run
+    streams = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
+    assert [o for o in streams if o.name == "stderr"] == []
+    training = text(cell(nb, "training"))
+    assert "epoch 1: 100%" in training  # the progress bar
+    assert "epoch 2/2: train loss" in training and "test loss" in training
+
+
+def test_two_runs_into_one_output_dir_both_keep_their_files(smoke_run, tiny_root, tmp_path):
+    _, out = smoke_run
+    first = only_run(out)["path"]
+    before = snapshot(first)
+    copy = tmp_path / "out"
+    copy.mkdir()
+    os.symlink(first, copy / first.name)
+    run_notebook(tmp_path, smoke_parameters(tiny_root, copy))
+    folders = sorted(p.name for p in copy.iterdir())
+    assert len(folders) == 2 and folders[0] == first.name
+    assert snapshot(first) == before  # nothing of the first run was replaced
 
 
 def test_same_seed_gives_the_same_metrics(smoke_run, tiny_root, tmp_path):
     _, first_out = smoke_run
     run_notebook(tmp_path, smoke_parameters(tiny_root, tmp_path / "out"))
-    first, second = read_metrics(first_out), read_metrics(tmp_path / "out")
-    for key in METRIC_KEYS - {"epoch_time_s"}:
+    first, second = (only_run(out)["metrics"]["history"] for out in (first_out, tmp_path / "out"))
+    for key in set(runs.METRIC_KEYS) - {"train_time_s", "epoch_time_s"}:
         assert first[key] == second[key], key
+
+
+def test_training_cell_and_run_all_can_be_run_again(tiny_root, tmp_path):
+    """Run All, then the training cell and the cells below it again, then Run All once more."""
+    out = tmp_path / "out"
+    nb = prepared(tmp_path, smoke_parameters(tiny_root, out))
+    client = NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
+    training = nb.cells.index(cell(nb, "training"))
+    with client.setup_kernel():
+        for index, c in enumerate(nb.cells):
+            client.execute_cell(c, index)
+        for index in range(training, len(nb.cells)):
+            client.execute_cell(nb.cells[index], index)  # raises on any error
+        again = [run["name"] for run in runs.list_runs(out)]
+        for index, c in enumerate(nb.cells):
+            client.execute_cell(c, index)
+    all_runs = runs.list_runs(out)
+    assert len(all_runs) == 3
+    first, continued, fresh = all_runs
+    assert continued["continued_from"] == first["name"] and fresh["continued_from"] is None
+    assert [r["metrics"]["epochs_done"] for r in all_runs] == [2, 2, 2]
+    assert again == [first["name"], continued["name"]]
+    assert all(r["name"] in text(cell(nb, "compare-runs")) for r in all_runs)
 
 
 def fault_after(calls, action):
@@ -94,30 +173,90 @@ NAN_IN_EPOCH_2 = fault_after("len(train_loader) + 1", 'return output * float("na
 INTERRUPT_IN_EPOCH_3 = fault_after("2 * len(train_loader)", "raise KeyboardInterrupt")
 
 
-def test_nan_loss_stops_with_epoch_and_batch_and_keeps_metrics(tiny_root, tmp_path):
-    nb, loop_cell, curves_cell = run_with_fault(
-        tmp_path, smoke_parameters(tiny_root, tmp_path / "out", epochs=3), NAN_IN_EPOCH_2
-    )
-    errors = [o for o in loop_cell.outputs if o.output_type == "error"]
-    assert errors and errors[0].ename == "FloatingPointError"
-    assert "at epoch 2, batch 2" in errors[0].evalue
-    metrics = read_metrics(tmp_path / "out")
-    assert len(metrics["test_acc"]) == 1
-    assert has_image(curves_cell)
+def test_nan_loss_stops_with_epoch_and_batch_and_keeps_the_finished_epoch(tiny_root, tmp_path):
+    nb = run_with_fault(tmp_path, smoke_parameters(tiny_root, tmp_path / "out", epochs=3), NAN_IN_EPOCH_2)
+    [error] = errors(cell(nb, "training"))
+    assert error.ename == "FloatingPointError" and "at epoch 2, batch 2" in error.evalue
+    run = only_run(tmp_path / "out")
+    assert run["metrics"]["epochs_done"] == 1
+    runs.load_model(run["path"])  # the checkpoint of epoch 1
+    assert has_image(cell(nb, "curves"))
+    # Running the cells below the error, as the README suggests, keeps the saved metrics.
+    assert only_run(tmp_path / "out")["metrics"]["epochs_done"] == 1
 
 
-def test_interrupt_keeps_metrics_and_still_plots(tiny_root, tmp_path):
-    nb, loop_cell, curves_cell = run_with_fault(
-        tmp_path, smoke_parameters(tiny_root, tmp_path / "out", epochs=4), INTERRUPT_IN_EPOCH_3
-    )
-    assert not [o for o in loop_cell.outputs if o.output_type == "error"]
-    assert "keeping the 2 finished epochs" in "".join(o.get("text", "") for o in loop_cell.outputs)
-    assert len(read_metrics(tmp_path / "out")["test_acc"]) == 2
-    assert has_image(curves_cell)
+def test_interrupt_keeps_the_finished_epochs_and_still_plots(tiny_root, tmp_path):
+    nb = run_with_fault(tmp_path, smoke_parameters(tiny_root, tmp_path / "out", epochs=4), INTERRUPT_IN_EPOCH_3)
+    training = cell(nb, "training")
+    assert not errors(training)
+    assert "the 2 finished epochs are saved in" in text(training)
+    assert only_run(tmp_path / "out")["metrics"]["epochs_done"] == 2
+    assert has_image(cell(nb, "curves"))
+
+
+def test_sigint_to_papermill_keeps_every_finished_epoch(tiny_root, tmp_path):
+    """Ctrl-C in the terminal running `make run` signals papermill and its kernel together."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "papermill", str(NOTEBOOK), str(tmp_path / "executed.ipynb"), "--cwd", str(REPO)]
+    for name, value in smoke_parameters(tiny_root, out, epochs=10_000).items():
+        command += ["-p", name, str(value)]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob(f"*/{runs.WEIGHTS_FILE}")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert process.poll() is None, "the notebook ended before it could be interrupted"
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    run = only_run(out)
+    done = run["metrics"]["epochs_done"]
+    assert 1 <= done < 10_000 and len(run["metrics"]["history"]["test_acc"]) == done
+    runs.load_model(run["path"])
+
+
+def test_bad_parameter_fails_at_once_naming_it(tiny_root, tmp_path):
+    """`papermill -r SMOKE False` passes the string "False", which must not mean a smoke run."""
+    start = time.monotonic()
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run_notebook(tmp_path, smoke_parameters(tiny_root, tmp_path / "out", SMOKE="False"))
+    assert time.monotonic() - start < 60
+    assert "SMOKE = 'False' (str) is not allowed: SMOKE must be True or False" in str(info.value)
+    assert not (tmp_path / "out").exists() or runs.list_runs(tmp_path / "out") == []
+
+
+def test_unwritable_output_dir_fails_before_training(tiny_root, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    start = time.monotonic()
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run_notebook(tmp_path, smoke_parameters(tiny_root, blocker / "out"))
+    assert time.monotonic() - start < 60
+    assert f"OUTPUT_DIR = {str(blocker / 'out')!r} cannot be written" in str(info.value)
+
+
+def test_model_summary_does_not_scale_with_the_batch_size(tiny_root, tmp_path):
+    """At BATCH_SIZE=100000 a summary of a whole batch needs about 10 GB."""
+    nb = run_notebook(tmp_path, smoke_parameters(tiny_root, tmp_path / "out", BATCH_SIZE=100_000))
+    assert "[1, 10]" in "".join(o.get("data", {}).get("text/plain", "") for o in cell(nb, "model").outputs)
+
+
+def test_committed_notebook_is_clean_for_jupyterlab():
+    nb = json.loads(NOTEBOOK.read_text())
+    assert nb["metadata"]["kernelspec"] == {
+        "display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"
+    }
+    for c in nb["cells"]:
+        if c["cell_type"] == "code":
+            long = [line for line in "".join(c["source"]).splitlines() if len(line) > 100]
+            assert long == [], c["id"]
+            assert not [o for o in c["outputs"] if o.get("name") == "stderr"], c["id"]
+    assert [c["id"] for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])] == ["parameters"]
 
 
 def test_one_real_epoch_reaches_97_percent(real_data, tmp_path):
     """A broken pipeline (bad labels, normalisation or evaluation) cannot reach this."""
     run_notebook(tmp_path, dict(DATA_DIR=str(real_data), OUTPUT_DIR=str(tmp_path / "out"), EPOCHS=1))
-    metrics = read_metrics(tmp_path / "out")
-    assert metrics["test_acc"][0] >= 97.0
+    assert only_run(tmp_path / "out")["metrics"]["history"]["test_acc"][0] >= 97.0

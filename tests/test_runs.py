@@ -1,0 +1,175 @@
+"""Run folders: checked parameters, one folder per run, saved epochs, finding and comparing runs."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import runs  # noqa: E402
+import utils  # noqa: E402
+from model import MNISTNet  # noqa: E402
+
+DEFAULTS = dict(
+    BATCH_SIZE=128, TEST_BATCH_SIZE=1000, LEARNING_RATE=0.1, MOMENTUM=0.9, WEIGHT_DECAY=5e-4, WARMUP=0.2,
+    EMA_DECAY=0.99, EPOCHS=12, CHANNELS=(16, 32, 64, 128), DROPOUT=0.2, ROTATION=10.0, SHIFT=0.1, ZOOM=0.1,
+    NUM_WORKERS=0, SEED=1, DATA_DIR=None, OUTPUT_DIR="outputs", SMOKE=False,
+)
+
+
+@pytest.fixture
+def params(tmp_path):
+    return {**DEFAULTS, "OUTPUT_DIR": str(tmp_path / "outputs")}
+
+
+def test_the_rules_cover_every_parameter_of_the_notebook():
+    nb = json.loads((runs.Path(runs.__file__).parent / "S5.ipynb").read_text())
+    [cell] = [c for c in nb["cells"] if c.get("id") == "parameters"]
+    defined = {}
+    exec("".join(cell["source"]), {}, defined)
+    assert list(defined) == list(runs.PARAMETER_RULES)
+    assert runs.check_parameters(defined | {"OUTPUT_DIR": DEFAULTS["OUTPUT_DIR"]})
+
+
+def test_good_parameters_pass_and_create_the_output_dir(params):
+    checked = runs.check_parameters({**params, "F": "an unrelated global"})
+    assert checked == params and "F" not in checked
+    assert runs.Path(params["OUTPUT_DIR"]).is_dir()
+
+
+@pytest.mark.parametrize(
+    "name, value, allowed",
+    [
+        ("SMOKE", "False", "True or False"),  # papermill -r SMOKE False
+        ("SMOKE", 0, "True or False"),
+        ("EPOCHS", "1", "a positive int"),  # papermill -r EPOCHS 1
+        ("EPOCHS", 0, "a positive int"),
+        ("EPOCHS", 2.5, "a positive int"),
+        ("EPOCHS", True, "a positive int"),
+        ("SEED", "abc", "an int"),
+        ("SEED", 1.5, "an int"),
+        ("BATCH_SIZE", -4, "a positive int"),
+        ("TEST_BATCH_SIZE", None, "a positive int"),
+        ("LEARNING_RATE", 0, "a number > 0"),
+        ("LEARNING_RATE", float("nan"), "a number > 0"),
+        ("MOMENTUM", 1.0, "a number in [0, 1)"),
+        ("WARMUP", 0, "a number in (0, 1)"),
+        ("EMA_DECAY", -0.1, "a number in [0, 1)"),
+        ("CHANNELS", (8, 12, 16), "four positive ints"),
+        ("CHANNELS", "(8, 12, 16, 20)", "four positive ints"),
+        ("DROPOUT", 1, "a number in [0, 1)"),
+        ("ROTATION", -5, "degrees in [0, 180]"),
+        ("SHIFT", 0.8, "[0, 0.5]"),
+        ("ZOOM", 1.5, "a number in [0, 1)"),
+        ("NUM_WORKERS", -1, "an int >= 0"),
+        ("DATA_DIR", 3, "None or a folder path"),
+        ("OUTPUT_DIR", "", "a folder path"),
+    ],
+)
+def test_a_bad_value_is_named_with_what_is_allowed(params, name, value, allowed):
+    with pytest.raises(ValueError) as info:
+        runs.check_parameters({**params, name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name} = {value!r} ({type(value).__name__}) is not allowed")
+    assert allowed in message and "\n" not in message
+    if isinstance(value, str):
+        assert "-p" in message  # how to pass it with papermill
+
+
+def test_a_missing_parameter_is_named(params):
+    del params["ZOOM"]
+    with pytest.raises(ValueError, match="does not define ZOOM; run it first"):
+        runs.check_parameters(params)
+
+
+def test_an_output_dir_that_cannot_be_made_is_refused(params, tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"OUTPUT_DIR = '.*file/out' cannot be written \(NotADirectoryError"):
+        runs.check_parameters({**params, "OUTPUT_DIR": str(tmp_path / "file" / "out")})
+
+
+def fake_run(params, model, accuracies, **changes):
+    """A run folder as the training cell leaves it after len(accuracies) epochs."""
+    params = {**params, **changes}
+    run_dir = runs.start_run(params["OUTPUT_DIR"], params, model, "cpu")
+    history = {key: [] for key in runs.METRIC_KEYS}
+    for acc in accuracies:
+        for key in runs.METRIC_KEYS:
+            history[key].append(acc if key == "test_acc" else 1.0)
+        runs.save_epoch(run_dir, history, model, params["EPOCHS"])
+    return run_dir
+
+
+def test_every_run_gets_a_new_folder_even_within_a_second(params):
+    model = MNISTNet()
+    folders = [runs.start_run(params["OUTPUT_DIR"], params, model, "cpu") for _ in range(3)]
+    assert len({folder.name for folder in folders}) == 3
+    assert all((folder / "params.json").is_file() for folder in folders)
+    info = json.loads((folders[0] / "params.json").read_text())
+    assert info["parameters"]["CHANNELS"] == [16, 32, 64, 128]
+    assert info["parameter_count"] == 108_922 and info["threads"] == torch.get_num_threads()
+
+
+def test_a_run_with_no_finished_epoch_has_no_result_files(params):
+    run_dir = fake_run(params, MNISTNet(), [])
+    assert sorted(p.name for p in run_dir.iterdir()) == ["params.json"]
+    assert runs.read_run(run_dir)["metrics"] is None
+    with pytest.raises(FileNotFoundError, match="No run with a finished epoch"):
+        runs.latest_run(params["OUTPUT_DIR"])
+
+
+def test_weights_with_nan_are_not_saved_over_the_last_good_ones(params):
+    model = MNISTNet()
+    run_dir = fake_run(params, model, [90.0])
+    good = (run_dir / runs.WEIGHTS_FILE).read_bytes()
+    with torch.no_grad():
+        model.fc.weight.fill_(float("nan"))
+    history = runs.read_run(run_dir)["metrics"]["history"]
+    history["test_acc"].append(10.0)
+    assert runs.save_epoch(run_dir, history, model, 12) is False
+    assert (run_dir / runs.WEIGHTS_FILE).read_bytes() == good
+    assert runs.read_run(run_dir)["metrics"]["epochs_done"] == 2
+
+
+def test_latest_and_best_run_and_their_models(params):
+    torch.manual_seed(0)
+    small = MNISTNet(channels=(8, 12, 16, 20))
+    best = fake_run(params, small, [98.0, 99.5], CHANNELS=(8, 12, 16, 20), SEED=2)
+    latest = fake_run(params, MNISTNet(), [99.0, 99.1])
+    fake_run(params, MNISTNet(), [])  # started, nothing finished: never picked
+    assert runs.latest_run(params["OUTPUT_DIR"]) == latest
+    assert runs.best_run(params["OUTPUT_DIR"]) == best
+    loaded = runs.load_model(best)
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), small.eval()(x))
+
+
+def test_compare_runs_tables_what_differs_and_plots_every_curve(params):
+    fake_run(params, MNISTNet(), [98.0, 99.5, 99.4], SEED=1)
+    fake_run(params, MNISTNet(), [98.5, 99.2], SEED=2, EPOCHS=3)
+    fake_run(params, MNISTNet(), [], SEED=3)
+    table, fig = runs.compare_runs(params["OUTPUT_DIR"])
+    header, rule, *rows = table.splitlines()
+    assert header.split() == ["run", "EPOCHS", "SEED", "params", "epochs", "final", "%", "best", "%", "time"]
+    assert rows[0].split()[1:] == ["12", "1", "108,922", "3/12", "99.40", "99.50", "3", "s"]
+    assert rows[1].split()[1:6] == ["3", "2", "108,922", "2/3", "99.20"]
+    assert "0 (none finished)" in rows[2]
+    assert len(fig.axes[0].lines) == 2
+
+
+def test_compare_runs_on_an_empty_folder_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the training cell first"):
+        runs.compare_runs(tmp_path)
+
+
+def test_saved_files_follow_the_umask(params):
+    old = utils.os.umask(0o022)
+    try:
+        run_dir = fake_run(params, MNISTNet(), [99.0])
+    finally:
+        utils.os.umask(old)
+    for name in ("params.json", "metrics.json", "mnist_net.pt"):
+        assert (run_dir / name).stat().st_mode & 0o777 == 0o644, name
