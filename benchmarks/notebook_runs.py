@@ -26,15 +26,14 @@ def load_average():
         return None
 
 
-def notebook_run(name, parameters, seed, data_dir, keep_dir=None):
+def notebook_run(name, parameters, seed, data_dir):
     """Run the notebook once with `parameters` and `seed`; return its record in the run format.
 
     The record has the per-epoch training time, wall time (training and test passes, summed),
     test loss and accuracy, plus the parameter count, receptive field and the run's params.json.
-    The run folder is kept under `keep_dir` when given, else deleted with its temporary folder.
     """
     with tempfile.TemporaryDirectory(prefix="s5-run-") as tmp:
-        out = Path(keep_dir or tmp)
+        out = Path(tmp)
         values = {**parameters, "SEED": seed, "DATA_DIR": str(data_dir), "OUTPUT_DIR": str(out)}
         load = load_average()
         papermill.execute_notebook(
@@ -42,6 +41,7 @@ def notebook_run(name, parameters, seed, data_dir, keep_dir=None):
             kernel_name="python3", progress_bar=False,
         )
         run = runs.read_run(runs.latest_run(out))
+        del run["path"]  # a temporary folder, gone once this returns
     history = run["metrics"]["history"]
     epochs, wall = [], 0.0
     for i, (train_s, epoch_s) in enumerate(zip(history["train_time_s"], history["epoch_time_s"])):
