@@ -70,6 +70,7 @@ PARAMETER_RULES = {
     "ROTATION": (lambda v: _is_number(v) and 0 <= v <= 180, "degrees in [0, 180]"),
     "SHIFT": (lambda v: _is_number(v) and 0 <= v <= 0.5, "a share of the image size in [0, 0.5]"),
     "ZOOM": (_fraction, "a number in [0, 1)"),
+    "TTA_SHIFT": (lambda v: _is_int(v) and 0 <= v <= 4, "pixels, an int in [0, 4]"),
     "NUM_WORKERS": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
     "SEED": (_is_int, "an int"),
     "DATA_DIR": (lambda v: v is None or _folder(v), "None or a folder path"),
@@ -171,6 +172,17 @@ def save_epoch(run_dir, history, model, epochs_planned):
         return False
     utils.save_weights(model, Path(run_dir) / WEIGHTS_FILE)
     return True
+
+
+def save_final(run_dir, **values):
+    """Add end-of-run figures (such as the test-time-augmentation accuracy) to metrics.json.
+
+    Does nothing for a run with no finished epoch, which has no metrics to add to.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return
+    utils.save_json({**json.loads(path.read_text()), **values}, path)
 
 
 def cpu_model():

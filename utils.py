@@ -531,17 +531,37 @@ def cap_percent_axis(ax):
         ax.set_ylim(min(bottom, 99.9), 100)
 
 
-def predict(model, loader, device):
-    """Predicted labels, their probabilities and the true labels for all of `loader`, on the CPU."""
+def predict(model, loader, device, tta_shift=0):
+    """Predicted labels, their probabilities and the true labels for all of `loader`, on the CPU.
+
+    With `tta_shift` > 0 the probabilities are averaged over five views of each image: as it is,
+    and moved by `tta_shift` pixels up, down, left and right (test-time augmentation).
+    """
     model.eval()
     predictions, confidences, targets = [], [], []
     with torch.inference_mode():
         for data, target in loader:
-            confidence, prediction = model(data.to(device)).exp().max(dim=1)
+            data = data.to(device)
+            probabilities = torch.stack([model(view).exp() for view in shifted_views(data, tta_shift)])
+            confidence, prediction = probabilities.mean(dim=0).max(dim=1)
             predictions.append(prediction.cpu())
             confidences.append(confidence.cpu())
             targets.append(target.cpu())
     return torch.cat(predictions), torch.cat(confidences), torch.cat(targets)
+
+
+def shifted_views(x, shift):
+    """x, then x moved by `shift` pixels in each of the four directions (none when shift is 0).
+
+    Pixels moved in from outside the image take the value of the background (a normalised 0).
+    """
+    if shift == 0:
+        return [x]
+    background = (0 - MNIST_MEAN) / MNIST_STD
+    padded = F.pad(x, (shift,) * 4, value=background)
+    size = x.shape[-1]
+    corners = [(shift, shift), (0, shift), (2 * shift, shift), (shift, 0), (shift, 2 * shift)]
+    return [padded[..., top:top + size, left:left + size] for top, left in corners]
 
 
 def confusion_matrix(predictions, targets, num_classes=10):

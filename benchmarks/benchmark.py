@@ -192,6 +192,9 @@ def summarize(runs):
             final_acc_max=max(finals),
             max_load_average_at_start=max((r.get("load_average_at_start") or 0) for r in mine),
         )
+        tta = [r["tta_test_acc"] for r in mine if r.get("tta_test_acc") is not None]
+        if tta:  # the notebook's accuracy with test-time augmentation, beside the plain one
+            summary[name].update(tta_acc_median=statistics.median(tta), tta_acc_min=min(tta), tta_acc_max=max(tta))
     ours = summary.get("ours")
     for name in ("s5_template", "pytorch_examples"):
         if ours and name in summary:

@@ -42,19 +42,22 @@ def main():
                         help="a parameters-cell value, as for papermill")
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $MNIST_DATA_DIR, else ./data)")
     parser.add_argument("--log", default=str(LOG), help="JSON-lines file to append to")
+    parser.add_argument("--keep", default=str(REPO / "outputs" / "explore"),
+                        help="folder that keeps every run's folder (weights, metrics)")
     args = parser.parse_args()
 
     parameters = {name: parse_value(value) for name, value in args.p}
     data_dir = utils.resolve_data_dir(args.data_dir)
     finals = []
     for seed in args.seeds:
-        record = notebook_run(args.label, parameters, seed, data_dir)
+        record = notebook_run(args.label, parameters, seed, data_dir, args.keep)
         entry = dict(label=args.label, changed=parameters, seed=seed, params=record["params"],
                      test_acc=[e["test_acc"] for e in record["epochs"]],
                      train_acc=[round(a, 2) for a in record["notebook"]["metrics"]["history"]["train_acc"]],
                      train_s=[round(e["train_s"], 2) for e in record["epochs"]],
-                     wall_s=round(record["epochs"][-1]["wall_s"], 1),
-                     load_average_at_start=record["load_average_at_start"], machine=provenance())
+                     wall_s=round(record["epochs"][-1]["wall_s"], 1), tta_test_acc=record["tta_test_acc"],
+                     load_average_at_start=record["load_average_at_start"], run=record["notebook"]["name"],
+                     machine=provenance())
         with open(args.log, "a") as f:
             f.write(json.dumps(entry) + "\n")
         finals.append(entry["test_acc"][-1])

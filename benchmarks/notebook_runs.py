@@ -26,14 +26,15 @@ def load_average():
         return None
 
 
-def notebook_run(name, parameters, seed, data_dir):
+def notebook_run(name, parameters, seed, data_dir, output_dir=None):
     """Run the notebook once with `parameters` and `seed`; return its record in the run format.
 
     The record has the per-epoch training time, wall time (training and test passes, summed),
     test loss and accuracy, plus the parameter count, receptive field and the run's params.json.
+    The run folder goes into `output_dir` when given (kept), else into a temporary folder.
     """
     with tempfile.TemporaryDirectory(prefix="s5-run-") as tmp:
-        out = Path(tmp)
+        out = Path(output_dir or tmp)
         values = {**parameters, "SEED": seed, "DATA_DIR": str(data_dir), "OUTPUT_DIR": str(out)}
         load = load_average()
         papermill.execute_notebook(
@@ -41,7 +42,7 @@ def notebook_run(name, parameters, seed, data_dir):
             kernel_name="python3", progress_bar=False,
         )
         run = runs.read_run(runs.latest_run(out))
-        del run["path"]  # a temporary folder, gone once this returns
+        run["path"] = str(run["path"]) if output_dir else None  # a temporary folder is gone
     history = run["metrics"]["history"]
     epochs, wall = [], 0.0
     for i, (train_s, epoch_s) in enumerate(zip(history["train_time_s"], history["epoch_time_s"])):
@@ -51,6 +52,7 @@ def notebook_run(name, parameters, seed, data_dir):
     return dict(
         name=name, seed=seed, params=run["parameter_count"], receptive_field=receptive_field(),
         load_average_at_start=load, notebook=run, epochs=epochs,
+        tta_test_acc=run["metrics"].get("final_test_acc"),
     )
 
 

@@ -98,3 +98,31 @@ def test_all_finite_spots_nan_weights():
     with torch.no_grad():
         model.fc.weight[0, 0] = float("nan")
     assert not utils.all_finite(model)
+
+
+def test_shifted_views_move_the_image_by_whole_pixels():
+    x = torch.full((1, 1, 28, 28), -1.0)
+    x[0, 0, 10, 12] = 5.0
+    background = (0 - utils.MNIST_MEAN) / utils.MNIST_STD
+    views = utils.shifted_views(x, 2)
+    assert len(views) == 5 and all(v.shape == x.shape for v in views)
+    assert torch.equal(views[0], x)
+    peaks = {tuple((v[0, 0] == 5.0).nonzero()[0].tolist()) for v in views}
+    assert peaks == {(10, 12), (12, 12), (8, 12), (10, 14), (10, 10)}
+    assert views[1][0, 0, :2].eq(background).all()  # moved down: the top rows are new background
+    assert views[1][0, 0, 2:].eq(x[0, 0, :-2]).all()
+    assert utils.shifted_views(x, 0) == [x]
+
+
+def test_predict_with_tta_averages_the_views(tiny_root):
+    _, test_loader = utils.get_data_loaders(data_dir=tiny_root, test_batch_size=16)
+    torch.manual_seed(0)
+    model = MNISTNet().eval()
+    plain = utils.predict(model, test_loader, torch.device("cpu"))
+    tta = utils.predict(model, test_loader, torch.device("cpu"), tta_shift=1)
+    assert torch.equal(plain[2], tta[2])
+    x, _ = next(iter(test_loader))
+    with torch.inference_mode():
+        expected = torch.stack([model(v).exp() for v in utils.shifted_views(x, 1)]).mean(0).max(1)
+    torch.testing.assert_close(tta[1][:16], expected.values)
+    assert torch.equal(tta[0][:16], expected.indices)

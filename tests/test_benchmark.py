@@ -74,3 +74,35 @@ def test_a_tiny_run_records_every_epoch_of_all_three(benchmark, tiny_root, tmp_p
         assert all(0 <= e["test_acc"] <= 100 for e in run["epochs"])
     assert result["summary"]["s5_template"]["params"] == 593_200
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def budgets():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("budgets", REPO / "benchmarks" / "budgets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_budget_setting_stays_under_its_budget(budgets):
+    from model import MNISTNet, count_parameters
+
+    assert set(budgets.SETTINGS) == {"20k", "8k"}
+    for name, (budget, values) in budgets.SETTINGS.items():
+        model = MNISTNet(channels=tuple(values["CHANNELS"]), dropout=values.get("DROPOUT", 0.2))
+        assert count_parameters(model) < budget, name
+        assert values["EPOCHS"] <= 15, name
+
+
+def test_budget_settings_are_valid_notebook_parameters_and_documented(budgets, tmp_path):
+    import runs
+    from test_runs import DEFAULTS
+
+    readme = (REPO / "README.md").read_text()
+    notebook = (REPO / "S5.ipynb").read_text()
+    for name, (_, values) in budgets.SETTINGS.items():
+        runs.check_parameters({**DEFAULTS, **values, "OUTPUT_DIR": str(tmp_path)})
+        assert f"`{budgets.make_params(values)}`" in readme, name
+        channels = ", ".join(map(str, values["CHANNELS"]))
+        assert f"({channels})" in notebook, f"the parameters cell does not mention the {name} setting"

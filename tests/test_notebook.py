@@ -86,6 +86,7 @@ def test_smoke_run_saves_a_run_folder(smoke_run):
     assert run["name"].endswith("_c16-32-64-128_ep2_seed1_smoke")
     metrics = run["metrics"]
     assert (metrics["epochs_done"], metrics["epochs_planned"]) == (2, 2)
+    assert metrics["tta_shift"] == 1 and 0 <= metrics["final_test_acc"] <= 100
     assert set(metrics["history"]) == set(runs.METRIC_KEYS)
     assert all(len(values) == 2 for values in metrics["history"].values())
     assert all(0 <= acc <= 100 for acc in metrics["history"]["test_acc"] + metrics["history"]["train_acc"])

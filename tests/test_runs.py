@@ -16,7 +16,7 @@ from model import MNISTNet  # noqa: E402
 DEFAULTS = dict(
     BATCH_SIZE=128, TEST_BATCH_SIZE=1000, LEARNING_RATE=0.1, MOMENTUM=0.9, WEIGHT_DECAY=5e-4, WARMUP=0.2,
     EMA_DECAY=0.99, EPOCHS=12, CHANNELS=(16, 32, 64, 128), DROPOUT=0.2, ROTATION=10.0, SHIFT=0.1, ZOOM=0.1,
-    NUM_WORKERS=0, SEED=1, DATA_DIR=None, OUTPUT_DIR="outputs", SMOKE=False,
+    TTA_SHIFT=1, NUM_WORKERS=0, SEED=1, DATA_DIR=None, OUTPUT_DIR="outputs", SMOKE=False,
 )
 
 
@@ -64,6 +64,7 @@ def test_good_parameters_pass_and_create_the_output_dir(params):
         ("ROTATION", -5, "degrees in [0, 180]"),
         ("SHIFT", 0.8, "[0, 0.5]"),
         ("ZOOM", 1.5, "a number in [0, 1)"),
+        ("TTA_SHIFT", 0.5, "an int in [0, 4]"),
         ("NUM_WORKERS", -1, "an int >= 0"),
         ("DATA_DIR", 3, "None or a folder path"),
         ("OUTPUT_DIR", "", "a folder path"),
