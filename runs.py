@@ -28,9 +28,6 @@ WEIGHTS_FILE = "mnist_net.pt"
 METRIC_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "train_time_s", "epoch_time_s")
 
 
-# ---------------------------------------------------------------- checking the parameters cell
-
-
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -116,9 +113,6 @@ def check_writable(folder):
             f"OUTPUT_DIR = {str(folder)!r} cannot be written ({type(err).__name__}: {err.strerror or err}). "
             "Set OUTPUT_DIR to a folder you can write to."
         ) from err
-
-
-# ---------------------------------------------------------------- one run
 
 
 def start_run(output_dir, params, model, device, continued_from=None):
@@ -207,9 +201,6 @@ def git_commit():
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+changes" if dirty else "")
-
-
-# ---------------------------------------------------------------- finding and comparing runs
 
 
 def read_run(run_dir):
