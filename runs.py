@@ -17,7 +17,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from matplotlib.ticker import MaxNLocator
 
 import utils
 from model import MNISTNet, count_parameters
@@ -295,10 +294,9 @@ def plot_runs(runs, varying, path=None):
         acc = r["metrics"]["history"]["test_acc"]
         label = ", ".join([r["name"][:15]] + [f"{k}={_short(r['parameters'][k])}" for k in varying])
         ax.plot(range(1, len(acc) + 1), acc, marker="o", markersize=3, label=label)
-    ax.set_xlabel("epoch")
+    utils.epoch_axis(ax, max((len(r["metrics"]["history"]["test_acc"]) for r in runs if r["metrics"]), default=1))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"Test accuracy of {len(runs)} run{'s' * (len(runs) != 1)}")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     utils.cap_percent_axis(ax)
     ax.grid(alpha=0.3)
     if ax.lines:

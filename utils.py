@@ -516,12 +516,18 @@ def plot_curves(history, path=None):
         values = history.get(key, [])
         ax.plot(range(1, len(values) + 1), values, marker="o")
         ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_axis(ax, len(values))
         if "acc" in key:
             cap_percent_axis(ax)
         ax.grid(alpha=0.3)
     return finish(fig, path)
+
+
+def epoch_axis(ax, epochs):
+    """Label the x axis "epoch", with ticks on whole epochs only, however few there are."""
+    ax.set_xlabel("epoch")
+    ax.set_xlim(0.5, max(epochs, 1) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def cap_percent_axis(ax):

@@ -126,3 +126,13 @@ def test_predict_with_tta_averages_the_views(tiny_root):
         expected = torch.stack([model(v).exp() for v in utils.shifted_views(x, 1)]).mean(0).max(1)
     torch.testing.assert_close(tta[1][:16], expected.values)
     assert torch.equal(tta[0][:16], expected.indices)
+
+
+def test_curves_of_one_epoch_have_whole_epoch_ticks_and_stop_at_100_percent():
+    history = dict(train_loss=[0.2], train_acc=[99.98], test_loss=[0.03], test_acc=[100.0])
+    fig = utils.plot_curves(history)
+    for ax, (key, _) in zip(fig.axes, utils.CURVE_PANELS):
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), key
+        if "acc" in key:
+            assert ax.get_ylim()[1] == 100, key
