@@ -29,14 +29,14 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from notebook_runs import REPO, load_average, notebook_run, provenance  # noqa: E402
+from notebook_runs import REPO, machine_load, notebook_run, provenance  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 import utils  # noqa: E402
 
 TARGET_ACC = 99.0  # the "time to 99.0%" threshold
 HIGH_ACC = 99.5  # the "time to 99.5%" threshold
-IDLE_LOAD = 0.5  # a 1-minute load average above this at the start of a model's runs: not idle
+IDLE_SHARE = 0.2  # other processes using more of the CPU than this as a model's runs start: not idle
 FULL_EPOCH = 60_000  # training images in an epoch of the full training split
 
 
@@ -137,7 +137,7 @@ def train_run(name, data_dir, train_images, epochs, seed, stop_at_target=False):
         data_dir, train_images, epochs, seed
     )
     record = {"name": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
-              "train_images": len(train_loader.dataset), "load_average_at_start": load_average(), "epochs": []}
+              "train_images": len(train_loader.dataset), "load_at_start": machine_load(), "epochs": []}
     wall = 0.0
     for epoch in range(1, epochs + 1):
         model.train()
@@ -190,7 +190,7 @@ def summarize(runs):
             final_acc_median=statistics.median(finals),
             final_acc_min=min(finals),
             final_acc_max=max(finals),
-            max_load_average_at_start=max((r.get("load_average_at_start") or 0) for r in mine),
+            max_busy_share_at_start=max((r.get("load_at_start") or {}).get("busy_share") or 0 for r in mine),
         )
         tta = [r["tta_test_acc"] for r in mine if r.get("tta_test_acc") is not None]
         if tta:  # the notebook's accuracy with test-time augmentation, beside the plain one
@@ -246,11 +246,11 @@ def plot(runs, path):
 
 def check_idle(name):
     """Warn when the machine was busy as `name`'s runs start: their times would be too slow."""
-    load = load_average()
-    if load is not None and load > IDLE_LOAD:
+    busy = machine_load()["busy_share"]
+    if busy is not None and busy > IDLE_SHARE:
         warnings.warn(
-            f"The load average is {load:.2f} as the {name} runs start: something else is running, and "
-            "their times will be slower than on an idle machine. Quote only figures from an idle run.",
+            f"Other processes use {busy:.0%} of the CPU as the {name} runs start: their times will be "
+            "slower than on an idle machine. Quote only figures from an idle run.",
             stacklevel=2,
         )
 
@@ -294,10 +294,10 @@ def main():
     for key, value in result["summary"].items():
         if "speedup" in key:
             print(f"{key}: {value:.1f}x")
-    busy = {name: s["max_load_average_at_start"] for name, s in result["summary"].items()
-            if isinstance(s, dict) and s["max_load_average_at_start"] > IDLE_LOAD}
+    busy = {name: s["max_busy_share_at_start"] for name, s in result["summary"].items()
+            if isinstance(s, dict) and s["max_busy_share_at_start"] > IDLE_SHARE}
     if busy:
-        print(f"NOT IDLE: load average at the start of runs {busy}; the times above are not to be quoted.")
+        print(f"NOT IDLE: CPU share used by others as runs started {busy}; do not quote the times above.")
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

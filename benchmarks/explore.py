@@ -87,7 +87,7 @@ def main():
                      train_acc=[round(a, 2) for a in record["notebook"]["metrics"]["history"]["train_acc"]],
                      train_s=[round(e["train_s"], 2) for e in record["epochs"]],
                      wall_s=round(record["epochs"][-1]["wall_s"], 1), tta_test_acc=record["tta_test_acc"],
-                     load_average_at_start=record["load_average_at_start"], run=record["notebook"]["name"],
+                     load_at_start=record["load_at_start"], run=record["notebook"]["name"],
                      machine=provenance())
         with open(args.log, "a") as f:
             f.write(json.dumps(entry) + "\n")

@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,12 +19,25 @@ import runs  # noqa: E402
 from model import receptive_field  # noqa: E402
 
 
-def load_average():
-    """The 1-minute load average (how busy the machine was), or None where unknown."""
+def machine_load(seconds=2.0):
+    """How busy the machine is while this process waits: the share of all CPU time that others use.
+
+    Read from /proc/stat over `seconds` (Linux; None elsewhere), with the 1-minute load average
+    beside it. The load average lags by a minute, so right after another job (or this benchmark's
+    previous model) it still looks busy; the busy share measures the present.
+    """
+    def cpu_times():
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
     try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
+        idle0, total0 = cpu_times()
+        time.sleep(seconds)
+        idle1, total1 = cpu_times()
+        busy = 1 - (idle1 - idle0) / max(total1 - total0, 1)
+    except (OSError, ValueError, IndexError):
+        busy = None
+    return dict(busy_share=busy, load_average_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
 
 
 def notebook_run(name, parameters, seed, data_dir, output_dir=None):
@@ -36,7 +50,7 @@ def notebook_run(name, parameters, seed, data_dir, output_dir=None):
     with tempfile.TemporaryDirectory(prefix="s5-run-") as tmp:
         out = Path(output_dir or tmp)
         values = {**parameters, "SEED": seed, "DATA_DIR": str(data_dir), "OUTPUT_DIR": str(out)}
-        load = load_average()
+        load = machine_load()
         papermill.execute_notebook(
             REPO / "S5.ipynb", Path(tmp) / "S5.ipynb", parameters=values, cwd=REPO,
             kernel_name="python3", progress_bar=False,
@@ -51,7 +65,7 @@ def notebook_run(name, parameters, seed, data_dir, output_dir=None):
                            test_acc=history["test_acc"][i]))
     return dict(
         name=name, seed=seed, params=run["parameter_count"], receptive_field=receptive_field(),
-        load_average_at_start=load, notebook=run, epochs=epochs,
+        load_at_start=load, notebook=run, epochs=epochs,
         tta_test_acc=run["metrics"].get("final_test_acc"),
     )
 
@@ -67,5 +81,5 @@ def provenance():
         threads=torch.get_num_threads(),
         python=platform.python_version(),
         torch=torch.__version__,
-        load_average_at_start=load_average(),
+        load_at_start=machine_load(),
     )

@@ -65,9 +65,9 @@ def test_a_tiny_run_records_every_epoch_of_all_three(benchmark, tiny_root, tmp_p
     # "ours" is the notebook: its own params.json comes back with the seed and epochs asked for.
     assert ours["notebook"]["parameters"]["SEED"] == 5 and ours["notebook"]["parameters"]["EPOCHS"] == 2
     assert ours["params"] == 108_922 and ours["receptive_field"] == 38
-    for key in ("created", "git_commit", "cpu", "threads", "torch", "load_average_at_start"):
+    for key in ("created", "git_commit", "cpu", "threads", "torch", "load_at_start"):
         assert key in result["provenance"], key
-    assert all("load_average_at_start" in r for r in result["runs"])
+    assert all(0 <= r["load_at_start"]["busy_share"] <= 1 for r in result["runs"])
     for run in result["runs"]:
         walls = [e["wall_s"] for e in run["epochs"]]
         assert walls == sorted(walls) and all(0 < e["train_s"] <= e["wall_s"] for e in run["epochs"])
@@ -103,6 +103,6 @@ def test_budget_settings_are_valid_notebook_parameters_and_documented(budgets, t
     notebook = (REPO / "S5.ipynb").read_text()
     for name, (_, values) in budgets.SETTINGS.items():
         runs.check_parameters({**DEFAULTS, **values, "OUTPUT_DIR": str(tmp_path)})
-        assert f"`{budgets.make_params(values)}`" in readme, name
+        assert f"make run PARAMS=\"{budgets.make_params(values)}\"" in readme, name
         channels = ", ".join(map(str, values["CHANNELS"]))
         assert f"({channels})" in notebook, f"the parameters cell does not mention the {name} setting"
