@@ -33,6 +33,7 @@ from notebook_runs import REPO, machine_load, notebook_run, provenance  # noqa: 
 
 sys.path.insert(0, str(REPO))
 import utils  # noqa: E402
+from model import count_parameters  # noqa: E402
 
 TARGET_ACC = 99.0  # the "time to 99.0%" threshold
 HIGH_ACC = 99.5  # the "time to 99.5%" threshold
@@ -136,7 +137,7 @@ def train_run(name, data_dir, train_images, epochs, seed, stop_at_target=False):
     model, optimizer, scheduler, train_loader, test_loader = SETUPS[name](
         data_dir, train_images, epochs, seed
     )
-    record = {"name": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
+    record = {"name": name, "seed": seed, "params": count_parameters(model),
               "train_images": len(train_loader.dataset), "load_at_start": machine_load(), "epochs": []}
     wall = 0.0
     for epoch in range(1, epochs + 1):
