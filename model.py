@@ -32,42 +32,81 @@ class ConvBlock(nn.Module):
 
 
 class MNISTNet(nn.Module):
-    """Four conv blocks at 28 -> 14 -> 7 -> 3 pixels, dropout, a linear layer over the 3x3 map.
+    """Conv blocks at 28 -> 14 -> 7 -> 3 pixels, dropout, a linear layer over the 3x3 map.
 
+    `channels` has one entry per resolution: an int is one conv block of that width, a tuple
+    several blocks in a row at that resolution (deeper, as small parameter budgets need).
     Takes a float batch of shape (N, 1, 28, 28), normalised as in utils.py, and returns
     (N, 10) log-probabilities, so pair it with F.nll_loss.
     """
 
     def __init__(self, channels=(16, 32, 64, 128), dropout=0.2):
         super().__init__()
-        c1, c2, c3, c4 = channels
-        self.block1 = ConvBlock(1, c1, pool=True)  # 28x28 -> 14x14
-        self.block2 = ConvBlock(c1, c2, pool=True)  # 14x14 -> 7x7
-        self.block3 = ConvBlock(c2, c3)  # 7x7, then max-pooled to 3x3
-        self.block4 = ConvBlock(c3, c4)  # 3x3
+        # block1, block2, ... in order (the names the default network's checkpoints have),
+        # grouped by the resolution they run at.
+        self.stage_blocks, in_channels, number = [], 1, 0
+        for stage, widths in enumerate(stage_widths(channels)):
+            names = []
+            for i, width in enumerate(widths):
+                number += 1
+                names.append(f"block{number}")
+                # The last block at 28x28 and at 14x14 halves the size (its pool runs before
+                # BatchNorm); the 7x7 map is max-pooled to 3x3 in forward().
+                pool = stage < 2 and i == len(widths) - 1
+                self.add_module(names[-1], ConvBlock(in_channels, width, pool))
+                in_channels = width
+            self.stage_blocks.append(names)
         # A linear layer over the whole 3x3 map keeps where each feature is,
         # which global average pooling would throw away.
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(c4 * 3 * 3, NUM_CLASSES)
+        self.fc = nn.Linear(in_channels * 3 * 3, NUM_CLASSES)
 
     def forward(self, x):
         check_input(x)
         # Channels-last makes the CPU (oneDNN) and GPU convolutions markedly faster here;
         # float64 or half-precision input is cast to the weights' dtype.
         x = x.to(dtype=self.fc.weight.dtype, memory_format=torch.channels_last)
-        x = self.block3(self.block2(self.block1(x)))
-        x = self.block4(F.max_pool2d(x, 2))
+        for stage, names in enumerate(self.stage_blocks):
+            if stage == 3:
+                x = F.max_pool2d(x, 2)  # 7x7 -> 3x3
+            for name in names:
+                x = self.get_submodule(name)(x)
         return F.log_softmax(self.fc(self.dropout(x.flatten(1))), dim=1)
 
 
-# (kernel, stride) of every convolution and max-pool, in the order forward() applies them.
-LAYERS = ((3, 1), (2, 2), (3, 1), (2, 2), (3, 1), (2, 2), (3, 1))
+def stage_widths(channels):
+    """`channels` as four tuples of widths, one per resolution; ValueError if it is not one."""
+    stages = ()
+    if isinstance(channels, (tuple, list)):
+        stages = tuple(tuple(c) if isinstance(c, (tuple, list)) else (c,) for c in channels)
+    if len(stages) != 4 or not all(
+        stage and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in stage)
+        for stage in stages
+    ):
+        raise ValueError(
+            f"channels must have four entries, one per resolution (28, 14, 7, 3 pixels), each a "
+            f"positive int or a tuple of them, e.g. (16, 32, 64, 128) or ((8, 8), 12, 16, 16); "
+            f"got {channels!r}."
+        )
+    return stages
 
 
-def receptive_field():
+def layers(channels=(16, 32, 64, 128)):
+    """(kernel, stride) of every convolution and max-pool, in the order forward() applies them."""
+    result = []
+    for stage, widths in enumerate(stage_widths(channels)):
+        if stage == 3:
+            result.append((2, 2))
+        result += [(3, 1)] * len(widths)
+        if stage < 2:
+            result.append((2, 2))
+    return tuple(result)
+
+
+def receptive_field(channels=(16, 32, 64, 128)):
     """Side, in input pixels, of the square that one output of the last convolution sees."""
     size, step = 1, 1
-    for kernel, stride in LAYERS:
+    for kernel, stride in layers(channels):
         size += (kernel - 1) * step
         step *= stride
     return size

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import utils
-from model import MNISTNet, count_parameters
+from model import MNISTNet, count_parameters, stage_widths
 
 PARAMS_FILE = "params.json"
 METRICS_FILE = "metrics.json"
@@ -44,7 +44,10 @@ def _fraction(v):  # [0, 1)
 
 
 def _channels(v):
-    return isinstance(v, (tuple, list)) and len(v) == 4 and all(_positive_int(c) for c in v)
+    try:
+        return bool(stage_widths(v))
+    except ValueError:
+        return False
 
 
 def _folder(v):
@@ -61,7 +64,8 @@ PARAMETER_RULES = {
     "WARMUP": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "EMA_DECAY": (_fraction, "a number in [0, 1)"),
     "EPOCHS": (_positive_int, "a positive int"),
-    "CHANNELS": (_channels, "four positive ints, e.g. (16, 32, 64, 128)"),
+    "CHANNELS": (_channels, "four entries, each a positive int or a tuple of them, e.g. (16, 32, 64, 128) "
+                 "or ((8, 8), 12, 16, 16)"),
     "DROPOUT": (_fraction, "a number in [0, 1)"),
     "ROTATION": (lambda v: _is_number(v) and 0 <= v <= 180, "degrees in [0, 180]"),
     "SHIFT": (lambda v: _is_number(v) and 0 <= v <= 0.5, "a share of the image size in [0, 0.5]"),
@@ -96,7 +100,8 @@ def check_parameters(namespace):
                 f"{name} = {value!r} ({type(value).__name__}) is not allowed: {name} must be "
                 f"{allowed}{hint}."
             )
-    params["CHANNELS"] = tuple(params["CHANNELS"])
+    # papermill passes lists (-y 'CHANNELS: [[8, 8], 12, 16, 16]'); tuples read as in the cell.
+    params["CHANNELS"] = tuple(c if _is_int(c) else tuple(c) for c in params["CHANNELS"])
     check_writable(params["OUTPUT_DIR"])
     return params
 
@@ -121,7 +126,7 @@ def start_run(output_dir, params, model, device, continued_from=None):
     """
     now = datetime.now().astimezone()
     name = "_".join(
-        [f"{now:%Y%m%d-%H%M%S}", "c" + "-".join(map(str, params["CHANNELS"])),
+        [f"{now:%Y%m%d-%H%M%S}", "c" + _channels_name(params["CHANNELS"]),
          f"ep{params['EPOCHS']}", f"seed{params['SEED']}"] + (["smoke"] if params["SMOKE"] else [])
     )
     run_dir = _new_folder(Path(output_dir), name)
@@ -227,6 +232,11 @@ def best_run(output_dir="outputs"):
     """The folder of the run with the highest final test accuracy."""
     return _pick(output_dir, lambda runs: max(runs, key=lambda r: r["metrics"]["history"]["test_acc"][-1]),
                  "best")
+
+
+def _channels_name(channels):
+    """(16, 32, 64, 128) -> "16-32-64-128"; ((8, 8), 12, 16, 16) -> "8x8-12-16-16"."""
+    return "-".join("x".join(map(str, widths)) for widths in stage_widths(channels))
 
 
 def _pick(output_dir, choose, what):

@@ -64,7 +64,7 @@ def notebook_run(name, parameters, seed, data_dir, output_dir=None):
         epochs.append(dict(epoch=i + 1, train_s=train_s, wall_s=wall, test_loss=history["test_loss"][i],
                            test_acc=history["test_acc"][i]))
     return dict(
-        name=name, seed=seed, params=run["parameter_count"], receptive_field=receptive_field(),
+        name=name, seed=seed, params=run["parameter_count"], receptive_field=receptive_field(run["parameters"]["CHANNELS"]),
         load_at_start=load, notebook=run, epochs=epochs,
         tta_test_acc=run["metrics"].get("final_test_acc"),
     )

@@ -58,8 +58,11 @@ def test_good_parameters_pass_and_create_the_output_dir(params):
         ("MOMENTUM", 1.0, "a number in [0, 1)"),
         ("WARMUP", 0, "a number in (0, 1)"),
         ("EMA_DECAY", -0.1, "a number in [0, 1)"),
-        ("CHANNELS", (8, 12, 16), "four positive ints"),
-        ("CHANNELS", "(8, 12, 16, 20)", "four positive ints"),
+        ("CHANNELS", (8, 12, 16), "four entries, each a positive int or a tuple"),
+        ("CHANNELS", "(8, 12, 16, 20)", "four entries"),
+        ("CHANNELS", ((8, 0), 12, 16, 20), "four entries"),
+        ("CHANNELS", ((), 12, 16, 20), "four entries"),
+        ("CHANNELS", (8, 12.0, 16, 20), "four entries"),
         ("DROPOUT", 1, "a number in [0, 1)"),
         ("ROTATION", -5, "degrees in [0, 180]"),
         ("SHIFT", 0.8, "[0, 0.5]"),
@@ -78,6 +81,22 @@ def test_a_bad_value_is_named_with_what_is_allowed(params, name, value, allowed)
     assert allowed in message and "\n" not in message
     if isinstance(value, str):
         assert "-p" in message  # how to pass it with papermill
+
+
+def test_deeper_channels_from_papermill_lists_are_read_as_tuples(params):
+    # -y 'CHANNELS: [[8, 8], 12, 16, 16]' puts lists into the parameters cell.
+    checked = runs.check_parameters({**params, "CHANNELS": [[8, 8], 12, 16, 16]})
+    assert checked["CHANNELS"] == ((8, 8), 12, 16, 16)
+
+
+def test_a_deeper_run_is_named_by_its_widths_and_loads_back(params):
+    channels = ((8, 8), (12, 12), 16, 12)
+    model = MNISTNet(channels=channels, dropout=0.0)
+    run_dir = fake_run(params, model, [98.0], CHANNELS=channels, DROPOUT=0.0)
+    assert "_c8x8-12x12-16-12_ep12_seed1" in run_dir.name
+    loaded = runs.load_model(run_dir)
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
 
 
 def test_a_missing_parameter_is_named(params):
