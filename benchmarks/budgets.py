@@ -22,8 +22,8 @@ import utils  # noqa: E402
 
 # budget name: (the most parameters allowed, the parameters-cell values that select the setting).
 SETTINGS = {
-    "20k": (20_000, dict(CHANNELS=[12, 20, 28, 36], EPOCHS=15, DROPOUT=0.0, ROTATION=5.0, SHIFT=0.05, ZOOM=0.05)),
-    "8k": (8_000, dict(CHANNELS=[8, 12, 16, 20], EPOCHS=15, DROPOUT=0.0, ROTATION=5.0, SHIFT=0.05, ZOOM=0.05)),
+    "20k": (20_000, dict(CHANNELS=[[8, 12], [20, 20], 24, 28], EPOCHS=15, DROPOUT=0.0, ROTATION=5.0, SHIFT=0.05, ZOOM=0.05)),
+    "8k": (8_000, dict(CHANNELS=[[8, 8], [12, 12], 16, 12], EPOCHS=15, DROPOUT=0.0, ROTATION=5.0, SHIFT=0.05, ZOOM=0.05)),
 }
 
 
