@@ -57,15 +57,15 @@ def summary_of(runs):
 def markdown_table(summary):
     rows = [
         "| budget | parameters | receptive field | epochs | final test accuracy: median (min-max) "
-        "| lowest in the last 3 epochs | with TTA: median (min-max) | s / training epoch |",
-        "| --- | ---: | ---: | ---: | --- | ---: | --- | ---: |",
+        "| lowest in the last 3 epochs | with TTA: median (min-max) | s / training epoch | `make run PARAMS=\"...\"` |",
+        "| --- | ---: | ---: | ---: | --- | ---: | --- | ---: | --- |",
     ]
     for name, s in summary.items():
         rows.append(
             f"| < {s['budget']:,} | {s['params']:,} | {s['receptive_field']}x{s['receptive_field']} | {s['epochs']} | "
             f"{s['final_acc_median']:.2f}% ({s['final_acc_min']:.2f}-{s['final_acc_max']:.2f}, {len(s['seeds'])} seeds) | "
             f"{s['lowest_of_last_3_epochs']:.2f}% | {s['tta_acc_median']:.2f}% ({s['tta_acc_min']:.2f}-"
-            f"{s['tta_acc_max']:.2f}) | {s['epoch_train_s']:.1f} |"
+            f"{s['tta_acc_max']:.2f}) | {s['epoch_train_s']:.1f} | `{s['make_params']}` |"
         )
     return "\n".join(rows)
 

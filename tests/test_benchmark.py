@@ -107,3 +107,15 @@ def test_budget_settings_are_valid_notebook_parameters_and_documented(budgets, t
         # As the parameters cell writes it: ((8, 8), (12, 12), 16, 12), not papermill's lists.
         channels = tuple(tuple(c) if isinstance(c, list) else c for c in values["CHANNELS"])
         assert str(channels) in notebook, f"the parameters cell does not mention the {name} setting"
+
+
+def test_the_recorded_budget_runs_are_these_settings_and_the_readme_shows_them(budgets):
+    recorded = json.loads((REPO / "benchmarks" / "budgets.json").read_text())
+    assert recorded["settings"] == {name: values for name, (_, values) in budgets.SETTINGS.items()}
+    assert recorded["summary"] == budgets.summary_of(recorded["runs"])
+    for name, summary in recorded["summary"].items():
+        assert len(summary["seeds"]) >= 5 and summary["epochs"] <= 15, name
+        assert summary["params"] < budgets.SETTINGS[name][0], name
+    readme = (REPO / "README.md").read_text()
+    for row in budgets.markdown_table(recorded["summary"]).splitlines()[2:]:
+        assert row in readme, "README's budget table is not the one budgets.json gives"
