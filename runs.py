@@ -126,7 +126,7 @@ def start_run(output_dir, params, model, device, continued_from=None):
     """
     now = datetime.now().astimezone()
     name = "_".join(
-        [f"{now:%Y%m%d-%H%M%S}", "c" + _channels_name(params["CHANNELS"]),
+        [f"{now:%Y%m%d-%H%M%S}", "c" + _short(params["CHANNELS"]),
          f"ep{params['EPOCHS']}", f"seed{params['SEED']}"] + (["smoke"] if params["SMOKE"] else [])
     )
     run_dir = _new_folder(Path(output_dir), name)
@@ -234,11 +234,6 @@ def best_run(output_dir="outputs"):
                  "best")
 
 
-def _channels_name(channels):
-    """(16, 32, 64, 128) -> "16-32-64-128"; ((8, 8), 12, 16, 16) -> "8x8-12-16-16"."""
-    return "-".join("x".join(map(str, widths)) for widths in stage_widths(channels))
-
-
 def _pick(output_dir, choose, what):
     runs = [r for r in list_runs(output_dir) if r["metrics"] and (r["path"] / WEIGHTS_FILE).is_file()]
     if not runs:
@@ -292,7 +287,10 @@ def compare_runs(output_dir="outputs", path=None):
 
 
 def _short(value):
-    return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    """A value for a table or a folder name: (16, 32) -> "16-32"; ((8, 8), 12) -> "8x8-12"."""
+    if isinstance(value, (list, tuple)):
+        return "-".join("x".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in value)
+    return str(value)
 
 
 def plot_runs(runs, varying, path=None):

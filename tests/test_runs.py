@@ -180,6 +180,14 @@ def test_compare_runs_tables_what_differs_and_plots_every_curve(params):
     assert len(fig.axes[0].lines) == 2
 
 
+def test_compare_runs_writes_deeper_channels_as_the_folder_names_do(params):
+    fake_run(params, MNISTNet(), [99.0])
+    fake_run(params, MNISTNet(((8, 8), (12, 12), 16, 12)), [98.0], CHANNELS=((8, 8), (12, 12), 16, 12))
+    table, fig = runs.compare_runs(params["OUTPUT_DIR"])
+    assert [row.split()[1] for row in table.splitlines()[2:]] == ["16-32-64-128", "8x8-12x12-16-12"]
+    assert fig.axes[0].get_legend_handles_labels()[1][1].endswith("CHANNELS=8x8-12x12-16-12")
+
+
 def test_compare_runs_on_an_empty_folder_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the training cell first"):
         runs.compare_runs(tmp_path)
