@@ -95,10 +95,8 @@ def layers(channels=(16, 32, 64, 128)):
     """(kernel, stride) of every convolution and max-pool, in the order forward() applies them."""
     result = []
     for stage, widths in enumerate(stage_widths(channels)):
-        if stage == 3:
-            result.append((2, 2))
         result += [(3, 1)] * len(widths)
-        if stage < 2:
+        if stage < 3:  # 28 -> 14 -> 7 -> 3: a 2x2 max-pool after each stage but the last
             result.append((2, 2))
     return tuple(result)
 
