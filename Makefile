@@ -1,5 +1,5 @@
-# `make run` executes the notebook headless; `make test` runs the tests.
-# Both create the virtual environment in .venv on first use.
+# `make run` executes the notebook headless; `make test` runs the tests (`make test-fast`: the
+# quick tier). All create the virtual environment in .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +12,7 @@ EXECUTED := outputs/notebooks/S5-$(shell date +%Y%m%d-%H%M%S).ipynb
 KERNEL_NOISE := Kernel is running over TCP without encryption
 
 SHELL := /bin/bash
-.PHONY: run record test bench bench-quick clean
+.PHONY: run record test test-fast lint format bench bench-quick clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,13 +39,27 @@ record: run
 		cp $$run_dir/curves.png $$run_dir/confusion_matrix.png $$run_dir/misclassified.png docs/
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/benchmark.py
+	$(BIN)/python -m benchmarks.benchmark
 
 bench-quick: $(BIN)/.installed
-	$(BIN)/python benchmarks/benchmark.py --quick --out outputs/benchmark-quick.json
+	$(BIN)/python -m benchmarks.benchmark --quick --out outputs/benchmark-quick.json
 
+# Every test; the slow ones run the notebook, a browser or one epoch on the real data.
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
+
+# The edit-test loop: every test that needs no papermill run, browser or real data.
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "not slow"
+
+# ruff, configured in pyproject.toml, over the .py files and the notebook.
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf .pytest_cache

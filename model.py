@@ -4,25 +4,29 @@ Importing this module builds nothing and reads no data:
 `from model import MNISTNet` is all another notebook needs.
 """
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
+# One entry per resolution (28, 14, 7, 3 pixels): a width, or a sequence of widths.
+Channels = Sequence[int | Sequence[int]]
 
 
 class ConvBlock(nn.Module):
     """3x3 convolution, an optional 2x2 max-pool, BatchNorm, ReLU."""
 
-    def __init__(self, in_channels, out_channels, pool=False):
+    def __init__(self, in_channels: int, out_channels: int, pool: bool = False):
         super().__init__()
         # The BatchNorm shift makes a convolution bias redundant.
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.pool = pool
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         if self.pool:
             # Pooling before BatchNorm and ReLU runs them on a quarter of the pixels,
@@ -40,7 +44,7 @@ class MNISTNet(nn.Module):
     (N, 10) log-probabilities, so pair it with F.nll_loss.
     """
 
-    def __init__(self, channels=(16, 32, 64, 128), dropout=0.2):
+    def __init__(self, channels: Channels = (16, 32, 64, 128), dropout: float = 0.2):
         super().__init__()
         # block1, block2, ... in order (the names the default network's checkpoints have),
         # grouped by the resolution they run at.
@@ -61,7 +65,7 @@ class MNISTNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels * 3 * 3, NUM_CLASSES)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x)
         # Channels-last makes the CPU (oneDNN) and GPU convolutions markedly faster here;
         # float64 or half-precision input is cast to the weights' dtype.
@@ -74,7 +78,7 @@ class MNISTNet(nn.Module):
         return F.log_softmax(self.fc(self.dropout(x.flatten(1))), dim=1)
 
 
-def stage_widths(channels):
+def stage_widths(channels: Channels) -> tuple[tuple[int, ...], ...]:
     """`channels` as four tuples of widths, one per resolution; ValueError if it is not one."""
     stages = ()
     if isinstance(channels, (tuple, list)):
@@ -91,7 +95,7 @@ def stage_widths(channels):
     return stages
 
 
-def layers(channels=(16, 32, 64, 128)):
+def layers(channels: Channels = (16, 32, 64, 128)) -> tuple[tuple[int, int], ...]:
     """(kernel, stride) of every convolution and max-pool, in the order forward() applies them."""
     result = []
     for stage, widths in enumerate(stage_widths(channels)):
@@ -101,7 +105,7 @@ def layers(channels=(16, 32, 64, 128)):
     return tuple(result)
 
 
-def receptive_field(channels=(16, 32, 64, 128)):
+def receptive_field(channels: Channels = (16, 32, 64, 128)) -> int:
     """Side, in input pixels, of the square that one output of the last convolution sees."""
     size, step = 1, 1
     for kernel, stride in layers(channels):
@@ -110,11 +114,11 @@ def receptive_field(channels=(16, 32, 64, 128)):
     return size
 
 
-def count_parameters(model):
+def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_input(x):
+def check_input(x: object) -> None:
     """Raise ValueError unless x is a floating-point (N, 1, 28, 28) tensor."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(

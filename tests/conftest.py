@@ -1,13 +1,21 @@
-"""Shared fixtures: tiny MNIST-format files, the real data when present, and no network."""
+"""Shared fixtures: tiny MNIST-format files, the real data when present, no network, the notebook's
+defaults, a model and fake run folders."""
 
+import json
 import os
 import shutil
 import socket
 import struct
 from pathlib import Path
 
+import matplotlib
 import pytest
 import torch
+
+import runs
+from model import MNISTNet
+
+matplotlib.use("Agg")  # figures are only checked and saved, never shown
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -66,7 +74,9 @@ def real_data():
     root = real_data_dir()
     if root is None:
         if os.environ.get("MNIST_REQUIRE_REAL_DATA") == "1":
-            pytest.fail("MNIST_REQUIRE_REAL_DATA=1 but no real MNIST in $MNIST_DATA_DIR or ../shared/data")
+            pytest.fail(
+                "MNIST_REQUIRE_REAL_DATA=1 but no real MNIST in $MNIST_DATA_DIR or ../shared/data"
+            )
         pytest.skip("real MNIST not found: set MNIST_DATA_DIR or place it in ../shared/data")
     return root
 
@@ -101,3 +111,45 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", resolve_loopback_only)
     monkeypatch.setattr(socket.socket, "connect", local_only)
     return attempts
+
+
+NOTEBOOK = REPO / "S5.ipynb"
+
+
+def notebook_source(cell_id):
+    """The source of the notebook's cell with this id, as committed."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return "".join(next(c for c in cells if c.get("id") == cell_id)["source"])
+
+
+@pytest.fixture(scope="session")
+def notebook_defaults():
+    """The values the notebook's parameters cell defines, read from the cell itself."""
+    defined = {}
+    exec(notebook_source("parameters"), {}, defined)
+    return defined
+
+
+@pytest.fixture
+def params(notebook_defaults, tmp_path):
+    """The notebook's defaults, saving into a temporary OUTPUT_DIR."""
+    return {**notebook_defaults, "OUTPUT_DIR": str(tmp_path / "outputs")}
+
+
+@pytest.fixture
+def model():
+    """The default MNISTNet with fixed initial weights, in eval mode."""
+    torch.manual_seed(0)
+    return MNISTNet().eval()
+
+
+def fake_run(params, model, accuracies, **changes):
+    """A run folder as the training cell leaves it after len(accuracies) epochs."""
+    params = {**params, **changes}
+    run_dir = runs.start_run(params["OUTPUT_DIR"], params, model, "cpu")
+    history = {key: [] for key in runs.METRIC_KEYS}
+    for acc in accuracies:
+        for key in runs.METRIC_KEYS:
+            history[key].append(acc if key == "test_acc" else 1.0)
+        runs.save_epoch(run_dir, history, model, params["EPOCHS"])
+    return run_dir

@@ -22,11 +22,15 @@ import pytest
 from conftest import REPO
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-MODULES = ("model.py", "utils.py", "runs.py")
 # Chromium's own background traffic fails on a machine without internet, and slowly.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 
 # Read through the app object JupyterLab exposes with expose_app_in_browser: the notebook's
@@ -48,7 +52,9 @@ def chromium():
     if not CHROMIUM.exists():
         if os.environ.get("S5_REQUIRE_BROWSER") == "1":
             pytest.fail(f"S5_REQUIRE_BROWSER=1 but {CHROMIUM} is missing: apt-get install chromium")
-        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium (Debian's package) to run this test")
+        pytest.skip(
+            f"{CHROMIUM} not found: apt-get install chromium (Debian's package) to run this test"
+        )
     return CHROMIUM
 
 
@@ -60,46 +66,73 @@ def free_port():
 
 @pytest.fixture
 def lab(tmp_path, tiny_root):
-    """A JupyterLab server on a free loopback port, serving a folder with S5.ipynb set up for a smoke run."""
+    """JupyterLab on a free loopback port, serving a folder with S5.ipynb set up for a smoke run."""
     root = tmp_path / "lab"
     root.mkdir()
-    for name in MODULES:
-        shutil.copy(REPO / name, root / name)
-    parameters = dict(DATA_DIR=str(tiny_root), OUTPUT_DIR=str(tmp_path / "outputs"), EPOCHS=2, BATCH_SIZE=32,
-                      SMOKE=True)
-    papermill.execute_notebook(REPO / "S5.ipynb", root / "S5.ipynb", parameters=parameters, prepare_only=True)
+    for module in REPO.glob("*.py"):  # the notebook imports the project's modules
+        shutil.copy(module, root / module.name)
+    parameters = dict(
+        DATA_DIR=str(tiny_root),
+        OUTPUT_DIR=str(tmp_path / "outputs"),
+        EPOCHS=2,
+        BATCH_SIZE=32,
+        SMOKE=True,
+    )
+    papermill.execute_notebook(
+        REPO / "S5.ipynb", root / "S5.ipynb", parameters=parameters, prepare_only=True
+    )
     port, token = free_port(), secrets.token_hex(16)
     home = tmp_path / "home"  # no settings, workspaces or kernels of the user's
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-           "IPYTHONDIR": str(home / "ipython")}
-    log = open(tmp_path / "jupyterlab.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True",
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-        + ["--allow-root"] * (os.geteuid() == 0),  # CI containers run as root
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not start: {(tmp_path / 'jupyterlab.log').read_text()}")
-                time.sleep(0.5)
-        yield dict(url=url, token=token, root=root, outputs=tmp_path / "outputs")
-    finally:
-        server.terminate()
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "IPYTHONDIR": str(home / "ipython"),
+    }
+    log_path = tmp_path / "jupyterlab.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--ip=127.0.0.1",
+                f"--port={port}",
+                f"--ServerApp.root_dir={root}",
+                f"--IdentityProvider.token={token}",
+                "--LabApp.expose_app_in_browser=True",
+                "--LabApp.news_url=",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ]
+            + ["--allow-root"] * (os.geteuid() == 0),  # CI containers run as root
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5).close()
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"JupyterLab did not start: {log_path.read_text()}"
+                        ) from None
+                    time.sleep(0.5)
+            yield dict(url=url, token=token, root=root, outputs=tmp_path / "outputs")
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 def wait_for(page, predicate, timeout_s, what):
@@ -112,11 +145,14 @@ def wait_for(page, predicate, timeout_s, what):
     raise AssertionError(f"timed out waiting for {what}; last state: {json.dumps(state)[:2000]}")
 
 
+@pytest.mark.slow
 def test_run_all_cells_in_jupyterlab(chromium, lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{lab['url']}/lab/tree/S5.ipynb?token={lab['token']}")
@@ -134,7 +170,9 @@ def test_run_all_cells_in_jupyterlab(chromium, lab, tmp_path):
                 "every cell to run",
             )
             page.screenshot(path=str(tmp_path / "jupyterlab.png"), full_page=True)
-            visible_stderr = page.locator('[data-mime-type="application/vnd.jupyter.stderr"]').count()
+            visible_stderr = page.locator(
+                '[data-mime-type="application/vnd.jupyter.stderr"]'
+            ).count()
         finally:
             browser.close()
 

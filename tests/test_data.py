@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 
+import mnist
 import utils
 from conftest import TINY_TEST, TINY_TRAIN, make_tiny_mnist, write_idx
 
@@ -30,7 +31,7 @@ def test_batch_shapes_and_types(tiny_root):
         x, y = next(iter(loader))
         assert x.shape == (size, 1, 28, 28) and x.dtype == torch.float32
         assert y.shape == (size,) and y.dtype == torch.int64
-        assert 0 <= y.min() and y.max() <= 9
+        assert y.min() >= 0 and y.max() <= 9
 
 
 def test_every_image_is_served_once_per_epoch(tiny_root):
@@ -124,8 +125,15 @@ def test_workers_are_seeded_by_the_loader_seed(tiny_root):
     assert not torch.equal(a[0], c[0])
 
 
-def test_transforms_data_is_get_data_loaders():
-    assert utils.transforms_data is utils.get_data_loaders
+def test_transforms_data_builds_the_same_loaders(tiny_root):
+    """The user's name for the loader builder: same arguments, same batches."""
+    batches = []
+    for build in (utils.transforms_data, utils.get_data_loaders):
+        train_loader, test_loader = build(data_dir=tiny_root, batch_size=8, augment=False, seed=3)
+        assert len(train_loader.dataset) == TINY_TRAIN and len(test_loader.dataset) == TINY_TEST
+        batches.append(next(iter(train_loader)))
+    (x1, y1), (x2, y2) = batches
+    assert x1.shape == (8, 1, 28, 28) and torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
 def test_data_dir_from_environment(tiny_root, monkeypatch):
@@ -150,11 +158,11 @@ def test_present_files_are_only_read_and_network_untouched(tiny_root, no_network
 
 
 def test_missing_files_offline_name_folder_files_and_fixes(tmp_path, no_network):
-    with pytest.raises(utils.MNISTDataError) as info:
+    with pytest.raises(mnist.MNISTDataError) as info:
         loaders(tmp_path / "empty", download=True)
     message = str(info.value)
     assert str((tmp_path / "empty" / "MNIST" / "raw").resolve()) in message
-    for name in utils.ALL_RAW_FILES:
+    for name in mnist.ALL_RAW_FILES:
         assert name in message
     assert "MNIST_DATA_DIR" in message and "put the four files" in message
     assert "download failed" in message
@@ -164,7 +172,7 @@ def test_missing_files_offline_name_folder_files_and_fixes(tmp_path, no_network)
 
 
 def test_missing_files_without_download(tmp_path, no_network):
-    with pytest.raises(utils.MNISTDataError, match="download=False"):
+    with pytest.raises(mnist.MNISTDataError, match="download=False"):
         loaders(tmp_path, download=False)
     assert no_network == []
 
@@ -183,7 +191,7 @@ def test_missing_files_without_download(tmp_path, no_network):
 def test_corrupt_file_is_named_with_the_fix(tiny_copy, name, damage):
     path = tiny_copy / "MNIST" / "raw" / name
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(utils.MNISTDataError) as info:
+    with pytest.raises(mnist.MNISTDataError) as info:
         loaders(tiny_copy)
     assert str(path) in str(info.value)
     assert "truncated or corrupt" in str(info.value) and "Delete the file" in str(info.value)
@@ -194,7 +202,7 @@ def test_labels_out_of_range_are_reported(tiny_copy):
     data = bytearray(path.read_bytes())
     data[-1] = 200
     path.write_bytes(bytes(data))
-    with pytest.raises(utils.MNISTDataError, match="outside 0-9"):
+    with pytest.raises(mnist.MNISTDataError, match="outside 0-9"):
         loaders(tiny_copy)
 
 
@@ -215,7 +223,9 @@ def fake_download(n_bytes=None, error=None):
 
 def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        torchvision.datasets.MNIST, "download", fake_download(n_bytes=100, error=KeyboardInterrupt())
+        torchvision.datasets.MNIST,
+        "download",
+        fake_download(n_bytes=100, error=KeyboardInterrupt()),
     )
     with pytest.raises(KeyboardInterrupt):
         loaders(tmp_path)
@@ -224,14 +234,14 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", fake_download())
     train_loader, _ = loaders(tmp_path)
     assert len(train_loader.dataset) == TINY_TRAIN
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(utils.ALL_RAW_FILES)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(mnist.ALL_RAW_FILES)
 
 
 def test_failed_download_reports_the_cause(tmp_path, monkeypatch):
     monkeypatch.setattr(
         torchvision.datasets.MNIST, "download", fake_download(error=RuntimeError("mirror down"))
     )
-    with pytest.raises(utils.MNISTDataError, match="RuntimeError: mirror down"):
+    with pytest.raises(mnist.MNISTDataError, match="RuntimeError: mirror down"):
         loaders(tmp_path)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
@@ -242,7 +252,7 @@ def test_accelerator_data_refuses_workers(tiny_root):
 
 
 def test_workers_start_with_spawn(tiny_root):
-    """macOS and Windows start workers with spawn, which pickles the dataset, transform and collate_fn."""
+    """macOS and Windows start workers with spawn, pickling the dataset, transform and collate."""
     train_loader, _ = loaders(tiny_root, seed=0)
     spawned = torch.utils.data.DataLoader(
         train_loader.dataset,
@@ -264,7 +274,9 @@ def test_pin_memory_only_with_cuda(tiny_root, monkeypatch):
 def test_scale_zooms_around_the_centre():
     x = torch.zeros(1, 1, 28, 28)
     x[0, 0, 10:18, 10:18] = 1.0
-    zoomed = utils.BatchRandomAffine(degrees=0, shift=0, scale=0.3)(x.expand(64, 1, 28, 28).contiguous())
+    zoomed = utils.BatchRandomAffine(degrees=0, shift=0, scale=0.3)(
+        x.expand(64, 1, 28, 28).contiguous()
+    )
     areas = zoomed.sum(dim=(1, 2, 3))
     assert areas.min() < 64 * 0.9 and areas.max() > 64 * 1.1  # some shrink, some grow
 
@@ -286,11 +298,13 @@ def silent_proxy(monkeypatch):
     server.close()
 
 
-def test_download_with_no_answer_fails_in_time_and_leaves_nothing(tmp_path, silent_proxy, monkeypatch):
-    monkeypatch.setattr(utils, "DOWNLOAD_TIMEOUT_S", 1)
+def test_download_with_no_answer_fails_in_time_and_leaves_nothing(
+    tmp_path, silent_proxy, monkeypatch
+):
+    monkeypatch.setattr(mnist, "DOWNLOAD_TIMEOUT_S", 1)
     mistyped = tmp_path / "dta"
     start = time.monotonic()
-    with pytest.raises(utils.MNISTDataError) as info:
+    with pytest.raises(mnist.MNISTDataError) as info:
         loaders(mistyped)
     assert time.monotonic() - start < 30  # 1 s per socket operation, a few operations
     assert "download failed" in str(info.value) and "timed out" in str(info.value)
@@ -299,9 +313,14 @@ def test_download_with_no_answer_fails_in_time_and_leaves_nothing(tmp_path, sile
 
 
 def test_download_error_keeps_its_whole_cause(tmp_path, monkeypatch):
-    cause = "Error downloading t10k-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n<urlopen error refused>\n"
-    monkeypatch.setattr(torchvision.datasets.MNIST, "download", fake_download(error=RuntimeError(cause)))
-    with pytest.raises(utils.MNISTDataError) as info:
+    cause = (
+        "Error downloading t10k-images-idx3-ubyte.gz:\n"
+        "Tried https://mirror/, got:\n<urlopen error refused>\n"
+    )
+    monkeypatch.setattr(
+        torchvision.datasets.MNIST, "download", fake_download(error=RuntimeError(cause))
+    )
+    with pytest.raises(mnist.MNISTDataError) as info:
         loaders(tmp_path / "data")
     assert "gz: Tried https://mirror/, got: <urlopen error refused>)" in str(info.value)
 
@@ -309,19 +328,21 @@ def test_download_error_keeps_its_whole_cause(tmp_path, monkeypatch):
 def test_gz_files_alone_are_unpacked_and_read(tiny_copy):
     raw = tiny_copy / "MNIST" / "raw"
     expected = loaders(tiny_copy, augment=False)[1].dataset.images.clone()
-    for name in utils.ALL_RAW_FILES:
+    for name in mnist.ALL_RAW_FILES:
         (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
         (raw / name).unlink()
     _, test_loader = loaders(tiny_copy, download=False)
     assert torch.equal(test_loader.dataset.images, expected)
-    assert all((raw / name).is_file() for name in utils.ALL_RAW_FILES)
+    assert all((raw / name).is_file() for name in mnist.ALL_RAW_FILES)
 
 
 def test_corrupt_gz_file_is_named(tiny_copy):
     raw = tiny_copy / "MNIST" / "raw"
     (raw / "train-labels-idx1-ubyte").unlink()
     (raw / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not really gzip")
-    with pytest.raises(utils.MNISTDataError, match="train-labels-idx1-ubyte.gz could not be unpacked"):
+    with pytest.raises(
+        mnist.MNISTDataError, match="train-labels-idx1-ubyte.gz could not be unpacked"
+    ):
         loaders(tiny_copy, download=False)
 
 
@@ -347,5 +368,7 @@ def test_stale_processed_cache_is_ignored(tiny_copy):
 def test_file_of_zero_images_is_named(tiny_copy):
     path = tiny_copy / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     write_idx(path, torch.zeros(0, 28, 28, dtype=torch.uint8))
-    with pytest.raises(utils.MNISTDataError, match=rf"{path} is a well-formed idx file with 0 images"):
+    with pytest.raises(
+        mnist.MNISTDataError, match=rf"{path} is a well-formed idx file with 0 images"
+    ):
         loaders(tiny_copy)

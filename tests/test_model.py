@@ -8,12 +8,6 @@ from conftest import REPO
 from model import MNISTNet, count_parameters, receptive_field
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return MNISTNet()
-
-
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
 def test_output_shape_and_dtype(model, batch_size):
     out = model(torch.randn(batch_size, 1, 28, 28))
@@ -100,21 +94,36 @@ def test_receptive_field_grows_with_the_blocks_added():
 def test_the_default_network_keeps_its_layer_names_and_size():
     # Checkpoints saved by earlier versions load only if the names stay block1..block4, fc.
     names = [name for name, _ in MNISTNet().named_parameters()]
-    assert names == [f"block{i}.{p}" for i in range(1, 5) for p in ("conv.weight", "bn.weight", "bn.bias")] + [
-        "fc.weight", "fc.bias"]
+    assert names == [
+        f"block{i}.{p}" for i in range(1, 5) for p in ("conv.weight", "bn.weight", "bn.bias")
+    ] + ["fc.weight", "fc.bias"]
     assert count_parameters(MNISTNet()) == 108_922
 
 
 def test_several_blocks_per_resolution():
     model = MNISTNet(channels=((8, 8), (12, 12), 16, 12), dropout=0.0)
-    assert [model.get_submodule(f"block{i}").conv.out_channels for i in range(1, 7)] == [8, 8, 12, 12, 16, 12]
+    assert [model.get_submodule(f"block{i}").conv.out_channels for i in range(1, 7)] == [
+        8,
+        8,
+        12,
+        12,
+        16,
+        12,
+    ]
     assert model.fc.in_features == 12 * 3 * 3
     assert model(torch.randn(5, 1, 28, 28)).shape == (5, 10)
     # An int is one block: (8, 12, 16, 20) and ((8,), (12,), (16,), (20,)) are the same network.
-    assert count_parameters(MNISTNet((8, 12, 16, 20))) == count_parameters(MNISTNet(((8,), (12,), (16,), (20,))))
+    assert count_parameters(MNISTNet((8, 12, 16, 20))) == count_parameters(
+        MNISTNet(((8,), (12,), (16,), (20,)))
+    )
 
 
-@pytest.mark.parametrize("channels", [(8, 12, 16), (8, 12, 16, 20, 24), ((), 12, 16, 20), (8, 0, 16, 20), (8, 1.5, 16, 20)])
+@pytest.mark.parametrize(
+    "channels",
+    [(8, 12, 16), (8, 12, 16, 20, 24), ((), 12, 16, 20), (8, 0, 16, 20), (8, 1.5, 16, 20)],
+)
 def test_bad_channels_raise_clear_error(channels):
-    with pytest.raises(ValueError, match=r"channels must have four entries, one per resolution .* got "):
+    with pytest.raises(
+        ValueError, match=r"channels must have four entries, one per resolution .* got "
+    ):
         MNISTNet(channels=channels)

@@ -1,41 +1,24 @@
 """Run folders: checked parameters, one folder per run, saved epochs, finding and comparing runs."""
 
-import matplotlib
+import json
+import os
 
-matplotlib.use("Agg")
+import pytest
+import torch
 
-import json  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-import runs  # noqa: E402
-import utils  # noqa: E402
-from model import MNISTNet  # noqa: E402
-
-DEFAULTS = dict(
-    BATCH_SIZE=128, TEST_BATCH_SIZE=1000, LEARNING_RATE=0.1, MOMENTUM=0.9, WEIGHT_DECAY=5e-4, WARMUP=0.2,
-    EMA_DECAY=0.99, EPOCHS=12, CHANNELS=(16, 32, 64, 128), DROPOUT=0.2, ROTATION=10.0, SHIFT=0.1, ZOOM=0.1,
-    TTA_SHIFT=1, NUM_WORKERS=0, SEED=1, DATA_DIR=None, OUTPUT_DIR="outputs", SMOKE=False,
-)
+import parameters
+import runs
+from conftest import fake_run
+from model import MNISTNet
 
 
-@pytest.fixture
-def params(tmp_path):
-    return {**DEFAULTS, "OUTPUT_DIR": str(tmp_path / "outputs")}
-
-
-def test_the_rules_cover_every_parameter_of_the_notebook():
-    nb = json.loads((runs.Path(runs.__file__).parent / "S5.ipynb").read_text())
-    [cell] = [c for c in nb["cells"] if c.get("id") == "parameters"]
-    defined = {}
-    exec("".join(cell["source"]), {}, defined)
-    assert list(defined) == list(runs.PARAMETER_RULES)
-    assert runs.check_parameters(defined | {"OUTPUT_DIR": DEFAULTS["OUTPUT_DIR"]})
+def test_the_rules_cover_every_parameter_of_the_notebook(notebook_defaults, params):
+    assert list(notebook_defaults) == list(parameters.PARAMETER_RULES)
+    assert parameters.check_parameters(params) == params
 
 
 def test_good_parameters_pass_and_create_the_output_dir(params):
-    checked = runs.check_parameters({**params, "F": "an unrelated global"})
+    checked = parameters.check_parameters({**params, "F": "an unrelated global"})
     assert checked == params and "F" not in checked
     assert runs.Path(params["OUTPUT_DIR"]).is_dir()
 
@@ -75,7 +58,7 @@ def test_good_parameters_pass_and_create_the_output_dir(params):
 )
 def test_a_bad_value_is_named_with_what_is_allowed(params, name, value, allowed):
     with pytest.raises(ValueError) as info:
-        runs.check_parameters({**params, name: value})
+        parameters.check_parameters({**params, name: value})
     message = str(info.value)
     assert message.startswith(f"{name} = {value!r} ({type(value).__name__}) is not allowed")
     assert allowed in message and "\n" not in message
@@ -85,7 +68,7 @@ def test_a_bad_value_is_named_with_what_is_allowed(params, name, value, allowed)
 
 def test_deeper_channels_from_papermill_lists_are_read_as_tuples(params):
     # -y 'CHANNELS: [[8, 8], 12, 16, 16]' puts lists into the parameters cell.
-    checked = runs.check_parameters({**params, "CHANNELS": [[8, 8], 12, 16, 16]})
+    checked = parameters.check_parameters({**params, "CHANNELS": [[8, 8], 12, 16, 16]})
     assert checked["CHANNELS"] == ((8, 8), 12, 16, 16)
 
 
@@ -93,7 +76,7 @@ def test_a_deeper_run_is_named_by_its_widths_and_loads_back(params):
     channels = ((8, 8), (12, 12), 16, 12)
     model = MNISTNet(channels=channels, dropout=0.0)
     run_dir = fake_run(params, model, [98.0], CHANNELS=channels, DROPOUT=0.0)
-    assert "_c8x8-12x12-16-12_ep12_seed1" in run_dir.name
+    assert f"_c8x8-12x12-16-12_ep{params['EPOCHS']}_seed{params['SEED']}" in run_dir.name
     loaded = runs.load_model(run_dir)
     x = torch.randn(2, 1, 28, 28)
     torch.testing.assert_close(loaded(x), model.eval()(x))
@@ -102,25 +85,15 @@ def test_a_deeper_run_is_named_by_its_widths_and_loads_back(params):
 def test_a_missing_parameter_is_named(params):
     del params["ZOOM"]
     with pytest.raises(ValueError, match="does not define ZOOM; run it first"):
-        runs.check_parameters(params)
+        parameters.check_parameters(params)
 
 
 def test_an_output_dir_that_cannot_be_made_is_refused(params, tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(ValueError, match=r"OUTPUT_DIR = '.*file/out' cannot be written \(NotADirectoryError"):
-        runs.check_parameters({**params, "OUTPUT_DIR": str(tmp_path / "file" / "out")})
-
-
-def fake_run(params, model, accuracies, **changes):
-    """A run folder as the training cell leaves it after len(accuracies) epochs."""
-    params = {**params, **changes}
-    run_dir = runs.start_run(params["OUTPUT_DIR"], params, model, "cpu")
-    history = {key: [] for key in runs.METRIC_KEYS}
-    for acc in accuracies:
-        for key in runs.METRIC_KEYS:
-            history[key].append(acc if key == "test_acc" else 1.0)
-        runs.save_epoch(run_dir, history, model, params["EPOCHS"])
-    return run_dir
+    with pytest.raises(
+        ValueError, match=r"OUTPUT_DIR = '.*file/out' cannot be written \(NotADirectoryError"
+    ):
+        parameters.check_parameters({**params, "OUTPUT_DIR": str(tmp_path / "file" / "out")})
 
 
 def test_every_run_gets_a_new_folder_even_within_a_second(params):
@@ -173,8 +146,29 @@ def test_compare_runs_tables_what_differs_and_plots_every_curve(params):
     fake_run(params, MNISTNet(), [], SEED=3)
     table, fig = runs.compare_runs(params["OUTPUT_DIR"])
     header, rule, *rows = table.splitlines()
-    assert header.split() == ["run", "EPOCHS", "SEED", "params", "epochs", "final", "%", "best", "%", "time"]
-    assert rows[0].split()[1:] == ["12", "1", "108,922", "3/12", "99.40", "99.50", "3", "s"]
+    assert header.split() == [
+        "run",
+        "EPOCHS",
+        "SEED",
+        "parameters",
+        "epochs",
+        "final",
+        "%",
+        "best",
+        "%",
+        "time",
+    ]
+    epochs = params["EPOCHS"]
+    assert rows[0].split()[1:] == [
+        str(epochs),
+        "1",
+        "108,922",
+        f"3/{epochs}",
+        "99.40",
+        "99.50",
+        "3",
+        "s",
+    ]
     assert rows[1].split()[1:6] == ["3", "2", "108,922", "2/3", "99.20"]
     assert "0 (none finished)" in rows[2]
     assert len(fig.axes[0].lines) == 2
@@ -182,7 +176,9 @@ def test_compare_runs_tables_what_differs_and_plots_every_curve(params):
 
 def test_compare_runs_writes_deeper_channels_as_the_folder_names_do(params):
     fake_run(params, MNISTNet(), [99.0])
-    fake_run(params, MNISTNet(((8, 8), (12, 12), 16, 12)), [98.0], CHANNELS=((8, 8), (12, 12), 16, 12))
+    fake_run(
+        params, MNISTNet(((8, 8), (12, 12), 16, 12)), [98.0], CHANNELS=((8, 8), (12, 12), 16, 12)
+    )
     table, fig = runs.compare_runs(params["OUTPUT_DIR"])
     assert [row.split()[1] for row in table.splitlines()[2:]] == ["16-32-64-128", "8x8-12x12-16-12"]
     assert fig.axes[0].get_legend_handles_labels()[1][1].endswith("CHANNELS=8x8-12x12-16-12")
@@ -194,10 +190,10 @@ def test_compare_runs_on_an_empty_folder_says_what_to_do(tmp_path):
 
 
 def test_saved_files_follow_the_umask(params):
-    old = utils.os.umask(0o022)
+    old = os.umask(0o022)
     try:
         run_dir = fake_run(params, MNISTNet(), [99.0])
     finally:
-        utils.os.umask(old)
+        os.umask(old)
     for name in ("params.json", "metrics.json", "mnist_net.pt"):
         assert (run_dir / name).stat().st_mode & 0o777 == 0o644, name

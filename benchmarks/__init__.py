@@ -1,0 +1,1 @@
+"""Benchmarks of the notebook: `python -m benchmarks.benchmark`, `.budgets`, `.explore`."""

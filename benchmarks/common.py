@@ -1,0 +1,123 @@
+"""What the benchmark scripts share: running the notebook, the run record, statistics, tables.
+
+Every run, the notebook's or a baseline's, becomes one record of the same shape, from the run to
+the JSON files and logs: its label, seed, parameter count and the machine's load as it started,
+with `metrics` exactly as the notebook's metrics.json holds them (`history` with one value per
+epoch for each of runs.METRIC_KEYS, and `final_test_acc` with test-time augmentation).
+"""
+
+import statistics
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import papermill
+
+import runs
+from model import receptive_field
+from provenance import REPO, machine_load
+
+FULL_EPOCH = 60_000  # training images in an epoch of the full training split
+
+
+def record(
+    label: str,
+    seed: int,
+    parameter_count: int,
+    metrics: dict[str, Any],
+    load_at_start: dict[str, Any] | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One run's record: who ran, and its metrics in metrics.json's shape."""
+    return dict(
+        label=label,
+        seed=seed,
+        parameter_count=parameter_count,
+        load_at_start=load_at_start,
+        **extra,
+        metrics=metrics,
+    )
+
+
+def run_notebook(
+    label: str,
+    parameters: dict[str, Any],
+    seed: int,
+    data_dir: str | Path,
+    output_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Execute S5.ipynb once with `parameters` and `seed`; return its record.
+
+    The numbers are the notebook's own, read back from the run folder it saved. That folder goes
+    into `output_dir` when given (and is kept), else into a temporary folder.
+    """
+    with tempfile.TemporaryDirectory(prefix="s5-run-") as tmp:
+        out = Path(output_dir or tmp)
+        values = {**parameters, "SEED": seed, "DATA_DIR": str(data_dir), "OUTPUT_DIR": str(out)}
+        load = machine_load()
+        papermill.execute_notebook(
+            REPO / "S5.ipynb",
+            Path(tmp) / "S5.ipynb",
+            parameters=values,
+            cwd=REPO,
+            kernel_name="python3",
+            progress_bar=False,
+        )
+        run = runs.read_run(runs.latest_run(out))
+    return record(
+        label,
+        seed,
+        run["parameter_count"],
+        run["metrics"],
+        load,
+        receptive_field=receptive_field(run["parameters"]["CHANNELS"]),
+        changed=parameters,
+        parameters=run["parameters"],
+        run=str(run["path"]) if output_dir else run["name"],
+    )
+
+
+def history(run: dict[str, Any]) -> dict[str, list[float]]:
+    return run["metrics"]["history"]
+
+
+def final_acc(run: dict[str, Any]) -> float:
+    """Test accuracy (%) from test() after the run's last epoch."""
+    return history(run)["test_acc"][-1]
+
+
+def wall_times(run: dict[str, Any]) -> list[float]:
+    """Seconds from the start of training to the end of each epoch's test pass."""
+    total, walls = 0.0, []
+    for seconds in history(run)["epoch_time_s"]:
+        total += seconds
+        walls.append(total)
+    return walls
+
+
+def time_to(run: dict[str, Any], target: float) -> float | None:
+    """Wall time to the first epoch at `target`% test accuracy or more; None if never reached."""
+    pairs = zip(wall_times(run), history(run)["test_acc"])
+    return next((wall for wall, acc in pairs if acc >= target), None)
+
+
+def spread(values: Iterable[float], name: str) -> dict[str, float]:
+    """{name_median, name_min, name_max} of `values`."""
+    values = list(values)
+    return {
+        f"{name}_median": statistics.median(values),
+        f"{name}_min": min(values),
+        f"{name}_max": max(values),
+    }
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str) -> str:
+    """A markdown table; `align` has one letter per column: l (left) or r (right)."""
+    rules = {"l": "---", "r": "---:"}
+    lines = [header, [rules[a] for a in align], *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
+def percent(value: float) -> str:
+    return f"{value:.2f}%"

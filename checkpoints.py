@@ -1,0 +1,111 @@
+"""Weights files: saved whole, loaded safely.
+
+`save_weights` writes a model's state_dict atomically; `load_weights` reads one back with
+`torch.load(..., weights_only=True)` and refuses, with the reason, anything that is not a plain
+state_dict for that model: pickled code, another file type, a truncated file, another architecture.
+Importing this module does nothing.
+"""
+
+import os
+import pickle
+import zipfile
+
+import torch
+from torch import nn
+
+from files import atomic_write, one_line
+
+
+class CheckpointError(ValueError):
+    """A weights file cannot be loaded safely into the model; the message says why."""
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save model.state_dict() to `path` atomically."""
+    atomic_write(path, lambda f: torch.save(model.state_dict(), f))
+
+
+def all_finite(model: nn.Module) -> bool:
+    """True when no parameter or buffer of `model` holds NaN or inf."""
+    return all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point())
+
+
+def load_weights(
+    model: nn.Module, path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> nn.Module:
+    """Load a state_dict saved by save_weights into `model`, refusing anything but plain tensors.
+
+    Also takes the state_dict of the moving-average wrapper (AveragedModel) and training
+    checkpoints that keep the state_dict under "model" or "state_dict".
+    """
+    check_checkpoint_format(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} was refused: it holds pickled objects or code, not only tensors, and loading "
+            "it could run that code. Load only weights files saved with save_weights (or "
+            "torch.save(model.state_dict(), path)) from a source you trust."
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({one_line(err)}). Save the weights again."
+        ) from err
+    state = unwrap_state_dict(state, path)
+    check_state_dict(model, state, path)
+    model.load_state_dict(state)
+    return model
+
+
+def check_checkpoint_format(path: str | os.PathLike) -> None:
+    """Raise CheckpointError unless `path` starts like a file written by torch.save."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    # torch.save writes a zip archive; files from PyTorch before 1.6 are a bare pickle (0x80).
+    if head.startswith(b"PK") or head[:1] == b"\x80":
+        return
+    kinds = {b"\x89PNG": "a PNG image", b"{": "JSON", b"[": "JSON", b"\x1f\x8b": "a gzip archive"}
+    kind = next((name for magic, name in kinds.items() if head.lstrip().startswith(magic)), None)
+    raise CheckpointError(
+        f"{path} is not a PyTorch checkpoint{f' (it looks like {kind})' if kind else ''}: "
+        "load a weights file written by save_weights or torch.save, such as a run's mnist_net.pt."
+    )
+
+
+def unwrap_state_dict(state: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The model's state_dict inside `state`, a plain or wrapped state_dict."""
+    if isinstance(state, dict):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__} that is not a state_dict (a dict of tensors), "
+            'nor a dict with one under "model" or "state_dict".'
+        )
+    if "n_averaged" in state and all(k.startswith("module.") for k in state if k != "n_averaged"):
+        # AveragedModel's own state_dict: the averaged model's keys behind a "module." prefix.
+        state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
+    return state
+
+
+def check_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike
+) -> None:
+    """Raise CheckpointError naming every key that does not fit `model`."""
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    mismatched = sorted(
+        f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in expected.keys() & state.keys()
+        if state[key].shape != expected[key].shape
+    )
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"{path} was saved from a different architecture than {type(model).__name__}: "
+            f"missing keys {missing}, unexpected keys {unexpected}, "
+            f"shape mismatches (file vs model) {mismatched}. "
+            "Build the model that saved it, or train this one afresh."
+        )
