@@ -5,8 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # papermill options for `make run`, e.g. PARAMS="-p EPOCHS 3 -p SEED 2".
 PARAMS ?=
-# Where `make run` keeps the executed notebook: a new file for every run, never overwritten.
-EXECUTED := outputs/notebooks/S5-$(shell date +%Y%m%d-%H%M%S).ipynb
+# Where `make run` keeps the executed notebooks: a new file for every run, never overwritten, however
+# many runs start at once (mktemp picks a name no other run has).
+NOTEBOOKS ?= outputs/notebooks
 # The kernel warns on every start that its loopback TCP channel is unencrypted; the kernel is
 # local and the channel never leaves the machine, so `make run` leaves that warning out.
 KERNEL_NOISE := Kernel is running over TCP without encryption
@@ -22,18 +23,21 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 # Executes the notebook, printing its progress and one line per epoch as it goes. Each run saves
 # into a new folder under the notebook's OUTPUT_DIR (outputs/ unless PARAMS sets it); the executed
-# notebook goes to $(EXECUTED), with each progress bar merged into its final state.
+# notebook goes to a new file in $(NOTEBOOKS), with each progress bar merged into its final state.
 run: $(BIN)/.installed
-	mkdir -p $(dir $(EXECUTED))
-	set -o pipefail; $(BIN)/python -m papermill S5.ipynb $(EXECUTED) $(PARAMS) \
+	@mkdir -p $(NOTEBOOKS)
+	set -o pipefail; \
+	executed=$$(mktemp $(NOTEBOOKS)/S5-$$(date +%Y%m%d-%H%M%S)-XXXXXX.ipynb) && \
+	$(BIN)/python -m papermill S5.ipynb "$$executed" $(PARAMS) \
 		--no-progress-bar --stdout-file /dev/stdout --stderr-file /dev/stderr \
-		2> >(grep -v --line-buffered "$(KERNEL_NOISE)" >&2)
-	$(BIN)/jupyter nbconvert --to notebook --coalesce-streams --inplace --log-level WARN $(EXECUTED)
-	@echo "Executed notebook: $(EXECUTED)"
+		2> >(grep -v --line-buffered "$(KERNEL_NOISE)" >&2) && \
+	$(BIN)/jupyter nbconvert --to notebook --coalesce-streams --inplace --log-level WARN "$$executed" && \
+	echo "$$executed" > $(NOTEBOOKS)/.latest && \
+	echo "Executed notebook: $$executed"
 
 # Makes the committed S5.ipynb and docs/ plots the record of a fresh `make run`.
 record: run
-	cp $(EXECUTED) S5.ipynb
+	cp "$$(cat $(NOTEBOOKS)/.latest)" S5.ipynb
 	mkdir -p docs
 	run_dir=$$($(BIN)/python -c 'import runs; print(runs.latest_run("outputs"))') && \
 		cp $$run_dir/curves.png $$run_dir/confusion_matrix.png $$run_dir/misclassified.png docs/

@@ -33,7 +33,7 @@ def all_finite(model: nn.Module) -> bool:
 def load_weights(
     model: nn.Module, path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> nn.Module:
-    """Load a state_dict saved by save_weights into `model`, refusing anything but plain tensors.
+    """Load a state_dict saved by save_weights into `model`, refusing anything but finite tensors.
 
     Also takes the state_dict of the moving-average wrapper (AveragedModel) and training
     checkpoints that keep the state_dict under "model" or "state_dict".
@@ -53,6 +53,12 @@ def load_weights(
         ) from err
     state = unwrap_state_dict(state, path)
     check_state_dict(model, state, path)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise CheckpointError(
+            f"{path} holds NaN or inf in {', '.join(bad)}: a model with these weights predicts "
+            "nothing useful. Load the weights of an epoch before the loss diverged, or train again."
+        )
     model.load_state_dict(state)
     return model
 

@@ -46,7 +46,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
     A path to the MNIST or MNIST/raw folder itself is taken to mean the folder above MNIST.
     """
-    root = Path(data_dir or os.environ.get("MNIST_DATA_DIR") or "data")
+    root = Path(data_dir or os.environ.get("MNIST_DATA_DIR") or "data").expanduser()
     if root.name == "raw" and root.parent.name == "MNIST":
         return root.parent.parent
     if root.name == "MNIST" and (root / "raw").is_dir():
@@ -91,6 +91,13 @@ def ensure_mnist_files(root: Path, download: bool) -> None:
         packed = folder / f"{name}.gz"
         if not (folder / name).is_file() and packed.is_file():
             _unpack(packed, folder / name)
+    for name in ALL_RAW_FILES:
+        path = folder / name
+        if os.path.lexists(path) and not path.is_file():
+            raise MNISTDataError(
+                f"{path} is there but is not a readable file (a folder, a broken link or a "
+                f"link loop). Replace it with the MNIST file {name}. " + _redownload_hint(folder)
+            )
     missing = [name for name in ALL_RAW_FILES if not (folder / name).is_file()]
     if not missing:
         return  # Present files are only read: the folder may be read-only.
@@ -153,13 +160,17 @@ def read_idx_file(path: str | os.PathLike, ndim: int) -> torch.Tensor:
     ndim 3 means (N, 28, 28) images, ndim 1 means (N,) labels; the file size must match exactly.
     """
     header_size = 4 + 4 * ndim
-    data = Path(path).read_bytes()
-    header = data[:header_size]
-    dims = None
-    if len(header) == header_size and header[:4] == bytes([0, 0, 8, ndim]):
-        dims = struct.unpack(f">{ndim}I", header[4:])
-        if dims[1:] != (28, 28)[: ndim - 1] or len(data) != header_size + math.prod(dims):
-            dims = None
+    with open(path, "rb") as f:
+        # The header and the file's size are checked before the data is read, so a huge file
+        # that is no idx file is refused at once instead of filling the memory.
+        header = f.read(header_size)
+        dims = None
+        if len(header) == header_size and header[:4] == bytes([0, 0, 8, ndim]):
+            dims = struct.unpack(f">{ndim}I", header[4:])
+            size = os.fstat(f.fileno()).st_size
+            if dims[1:] != (28, 28)[: ndim - 1] or size != header_size + math.prod(dims):
+                dims = None
+        data = f.read() if dims is not None else b""
     if dims is None:
         raise MNISTDataError(
             f"{path} is truncated or corrupt: it is not a complete MNIST idx file. "
@@ -170,7 +181,7 @@ def read_idx_file(path: str | os.PathLike, ndim: int) -> torch.Tensor:
             f"{path} is a well-formed idx file with 0 {'images' if ndim == 3 else 'labels'}. "
             + _redownload_hint(Path(path).parent)
         )
-    return torch.frombuffer(bytearray(data[header_size:]), dtype=torch.uint8).view(dims)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dims)
 
 
 def _redownload_hint(folder):

@@ -4,6 +4,7 @@
 the value given and what is allowed. Importing this module does nothing.
 """
 
+import difflib
 import math
 import os
 import tempfile
@@ -11,7 +12,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from model import stage_widths
+
+# The largest values the notebook accepts: beyond them a run fails later (an overflowing seed, a
+# run folder name too long for the file system) or is no longer the small network this is.
+MAX_SEED = 2**63 - 1
+MAX_BLOCKS_PER_SIZE = 8
+MAX_WIDTH = 1024
+# Share of the memory available now that training may take, by the estimate below.
+MEMORY_SHARE = 0.8
+# The names of the project's modules and the notebook's imports: a papermill parameter with one
+# of these names (-p runs 5) would replace the module and break a later cell.
+NOTEBOOK_IMPORTS = (
+    "analysis", "parameters", "plots", "runs", "utils", "torch", "optim", "F", "sys", "time",
+    "summary", "tqdm", "MNISTNet",
+)  # fmt: skip
 
 
 def _is_int(value):
@@ -32,9 +49,10 @@ def _fraction(v):  # [0, 1)
 
 def _channels(v):
     try:
-        return bool(stage_widths(v))
+        stages = stage_widths(v)
     except ValueError:
         return False
+    return all(len(s) <= MAX_BLOCKS_PER_SIZE and max(s) <= MAX_WIDTH for s in stages)
 
 
 def _folder(v):
@@ -45,16 +63,18 @@ def _folder(v):
 PARAMETER_RULES = {
     "BATCH_SIZE": (_positive_int, "a positive int"),
     "TEST_BATCH_SIZE": (_positive_int, "a positive int"),
-    "LEARNING_RATE": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "MOMENTUM": (_fraction, "a number in [0, 1)"),
-    "WEIGHT_DECAY": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "LEARNING_RATE": (lambda v: _is_number(v) and 0 < v <= 10, "a number in (0, 10]"),
+    # SGD refuses Nesterov momentum of 0.
+    "MOMENTUM": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "WEIGHT_DECAY": (_fraction, "a number in [0, 1)"),
     "WARMUP": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "EMA_DECAY": (_fraction, "a number in [0, 1)"),
     "EPOCHS": (_positive_int, "a positive int"),
     "CHANNELS": (
         _channels,
         "four entries, each a positive int or a tuple of them, e.g. (16, 32, 64, 128) "
-        "or ((8, 8), 12, 16, 16)",
+        f"or ((8, 8), 12, 16, 16), with at most {MAX_BLOCKS_PER_SIZE} blocks per size and "
+        f"widths up to {MAX_WIDTH}",
     ),
     "DROPOUT": (_fraction, "a number in [0, 1)"),
     "ROTATION": (lambda v: _is_number(v) and 0 <= v <= 180, "degrees in [0, 180]"),
@@ -62,19 +82,24 @@ PARAMETER_RULES = {
     "ZOOM": (_fraction, "a number in [0, 1)"),
     "TTA_SHIFT": (lambda v: _is_int(v) and 0 <= v <= 4, "pixels, an int in [0, 4]"),
     "NUM_WORKERS": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "SEED": (_is_int, "an int"),
+    "SEED": (lambda v: _is_int(v) and 0 <= v <= MAX_SEED, "an int in [0, 2**63 - 1]"),
     "DATA_DIR": (lambda v: v is None or _folder(v), "None or a folder path"),
     "OUTPUT_DIR": (_folder, "a folder path"),
     "SMOKE": (lambda v: isinstance(v, bool), "True or False"),
 }
 
 
-def check_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
+def check_parameters(
+    namespace: Mapping[str, Any], device: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """The parameters-cell values found in `namespace` (e.g. globals()), checked.
 
-    Raises ValueError naming the first bad parameter, the value given and what is allowed, and
-    makes sure OUTPUT_DIR can be created and written, so a run fails in seconds, not at the end.
+    Raises ValueError naming the first bad parameter, the value given and what is allowed; an
+    unknown parameter name (papermill's -p EPOCH for EPOCHS) with the closest known one; and
+    training that would not fit in `device`'s memory. Makes sure OUTPUT_DIR can be created and
+    written, so a run fails in seconds, not at the end.
     """
+    check_names(namespace)
     missing = [name for name in PARAMETER_RULES if name not in namespace]
     if missing:
         raise ValueError(f"The parameters cell does not define {', '.join(missing)}; run it first.")
@@ -92,10 +117,88 @@ def check_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
                 f"{name} = {value!r} ({type(value).__name__}) is not allowed: {name} must be "
                 f"{allowed}{hint}."
             )
-    # papermill passes lists (-y 'CHANNELS: [[8, 8], 12, 16, 16]'); tuples read as in the cell.
-    params["CHANNELS"] = tuple(c if _is_int(c) else tuple(c) for c in params["CHANNELS"])
+    params = normalized(params)
+    check_memory(params, device)
     check_writable(params["OUTPUT_DIR"])
     return params
+
+
+def normalized(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with CHANNELS as tuples and folders with ~ expanded, as the run will use them."""
+    params = dict(params)
+    # papermill passes lists (-y 'CHANNELS: [[8, 8], 12, 16, 16]'); tuples read as in the cell.
+    if "CHANNELS" in params:
+        params["CHANNELS"] = tuple(c if _is_int(c) else tuple(c) for c in params["CHANNELS"])
+    for name in ("DATA_DIR", "OUTPUT_DIR"):
+        if isinstance(params.get(name), (str, os.PathLike)):
+            params[name] = os.path.expanduser(params[name])
+    return params
+
+
+def check_names(namespace: Mapping[str, Any]) -> None:
+    """Refuse names papermill injected that the parameters cell does not know."""
+    for name in NOTEBOOK_IMPORTS:
+        value = namespace.get(name)
+        if value is not None and isinstance(value, (int, float, str, list, bool)):
+            raise ValueError(
+                f"{name} = {value!r} replaces what the notebook imports as {name}: {name} is not "
+                f"a parameter. The parameters are {', '.join(PARAMETER_RULES)}."
+            )
+    for name in namespace:
+        if name.isupper() and len(name) > 1 and name not in PARAMETER_RULES:
+            close = difflib.get_close_matches(name, PARAMETER_RULES, n=1)
+            guess = f"did you mean {close[0]}? " if close else ""
+            raise ValueError(
+                f"{name}: {guess}{name} is not a parameter of this notebook. "
+                f"The parameters are {', '.join(PARAMETER_RULES)}."
+            )
+
+
+def training_bytes(batch_size: int, channels: tuple, images: int = 60_000) -> int:
+    """A rough upper estimate of the memory one training step takes, in bytes.
+
+    Every block keeps its convolution, BatchNorm and ReLU outputs for the backward pass, which
+    needs as much again; the weights come four times (themselves, gradients, momentum, average).
+    """
+    batch = min(batch_size, images)
+    floats, weights, width_in, size = 28 * 28, 0, 1, 28
+    for stage in stage_widths(channels):
+        for width in stage:
+            floats += 3 * width * size * size
+            weights += 9 * width_in * width
+            width_in = width
+        size //= 2
+    weights += 9 * width_in * 10
+    return 4 * (2 * batch * floats + 4 * weights)
+
+
+def available_bytes(device: str | torch.device = "cpu") -> int | None:
+    """Memory free for training on `device` now: MemAvailable on a Linux CPU, the free memory of a
+    CUDA device; None where it cannot be told."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+    return None
+
+
+def check_memory(params: dict[str, Any], device: str | torch.device = "cpu") -> None:
+    """ValueError when BATCH_SIZE x CHANNELS would not fit in the memory free on `device`."""
+    images = 256 if params["SMOKE"] else 60_000
+    needed = training_bytes(params["BATCH_SIZE"], params["CHANNELS"], images)
+    free = available_bytes(device)
+    if free is not None and needed > MEMORY_SHARE * free:
+        raise ValueError(
+            f"BATCH_SIZE = {params['BATCH_SIZE']} with CHANNELS = {params['CHANNELS']} needs about "
+            f"{needed / 2**30:.1f} GiB to train, and {device} has {free / 2**30:.1f} GiB free: "
+            "lower BATCH_SIZE or narrow CHANNELS."
+        )
 
 
 def check_writable(folder: str | os.PathLike) -> None:

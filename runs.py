@@ -6,8 +6,10 @@ start time and the parameters that matter most. It holds `params.json` from the 
 Nothing a run writes can replace an earlier run's file. Importing this module does nothing.
 """
 
+import hashlib
 import json
 import os
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ import torch
 from matplotlib.figure import Figure
 
 import checkpoints
+import comparison
 import moved
+import parameters
 import plots
 import provenance
 from files import save_json
@@ -51,13 +55,13 @@ def start_run(
     name = "_".join(
         [
             f"{now:%Y%m%d-%H%M%S}",
-            "c" + _short(params["CHANNELS"]),
+            "c" + comparison.short(params["CHANNELS"]),
             f"ep{params['EPOCHS']}",
             f"seed{params['SEED']}",
         ]
         + (["smoke"] if params["SMOKE"] else [])
     )
-    run_dir = _new_folder(Path(output_dir), name)
+    run_dir = _new_folder(Path(output_dir).expanduser(), name)
     info = dict(
         name=run_dir.name,
         started=now.isoformat(timespec="microseconds"),
@@ -93,20 +97,44 @@ def save_epoch(
     history: dict[str, list[float]],
     model: torch.nn.Module,
     epochs_planned: int,
-) -> bool:
-    """Write metrics.json and, when its weights are finite, mnist_net.pt, both atomically.
+) -> None:
+    """Save the weights (mnist_net.pt), then metrics.json, each atomically, after an epoch.
 
-    Called after every finished epoch, so any kind of stop keeps every finished epoch on disk.
-    Returns False (and keeps the previous weights file) when the weights hold NaN or inf.
+    metrics.json counts only epochs whose weights are on disk, and records the SHA-256 of the
+    weights it goes with, so weights that do not belong to it are found when they are loaded.
+    Raises, naming the file, when the weights hold NaN or inf or a file cannot be written: the
+    run stops there, and the epoch saved before stays whole.
     """
-    metrics = dict(
-        epochs_done=len(history["test_acc"]), epochs_planned=epochs_planned, history=history
-    )
-    save_json(metrics, Path(run_dir) / METRICS_FILE)
+    run_dir = Path(run_dir)
+    epoch = len(history["test_acc"])
+    if not (run_dir / PARAMS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{run_dir / PARAMS_FILE} is gone: the run folder was moved or deleted while "
+            f"training, so epoch {epoch} was not saved and the run stops here."
+        )
     if not checkpoints.all_finite(model):
-        return False
-    checkpoints.save_weights(model, Path(run_dir) / WEIGHTS_FILE)
-    return True
+        raise FloatingPointError(
+            f"The averaged weights hold NaN or inf after epoch {epoch}, so they were not saved: "
+            f"{run_dir} keeps epoch {epoch - 1}. Lower LEARNING_RATE and run again."
+        )
+    try:
+        checkpoints.save_weights(model, run_dir / WEIGHTS_FILE)
+        metrics = dict(
+            epochs_done=epoch,
+            epochs_planned=epochs_planned,
+            weights_sha256=sha256(run_dir / WEIGHTS_FILE),
+            history=history,
+        )
+        save_json(metrics, run_dir / METRICS_FILE)
+    except OSError as err:
+        raise OSError(
+            f"Epoch {epoch} could not be saved in {run_dir} ({type(err).__name__}: {err}), so "
+            "the run stops here. Free disk space or make the folder writable, then run again."
+        ) from err
+
+
+def sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save_final(run_dir: str | os.PathLike, **values: Any) -> None:
@@ -120,20 +148,62 @@ def save_final(run_dir: str | os.PathLike, **values: Any) -> None:
     save_json({**json.loads(path.read_text()), **values}, path)
 
 
+class RunFolderError(ValueError):
+    """A run folder's params.json or metrics.json cannot be read; the message names the file."""
+
+
+# What a readable params.json and metrics.json hold at least.
+PARAMS_KEYS = ("name", "started", "parameters", "parameter_count")
+METRICS_KEYS = ("epochs_done", "epochs_planned", "history")
+
+
 def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """A run's params.json, with its metrics.json (None before its first finished epoch)."""
+    """A run's params.json, with its metrics.json (None before its first finished epoch).
+
+    Raises RunFolderError naming the file when either is missing, empty, truncated or incomplete.
+    """
     run_dir = Path(run_dir)
-    info = json.loads((run_dir / PARAMS_FILE).read_text())
+    info = _read_json(run_dir / PARAMS_FILE, PARAMS_KEYS)
     metrics_path = run_dir / METRICS_FILE
-    info["metrics"] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    info["metrics"] = _read_json(metrics_path, METRICS_KEYS) if metrics_path.exists() else None
+    if info["metrics"] is not None and not info["metrics"]["history"].get("test_acc"):
+        raise RunFolderError(f"{metrics_path} holds no test accuracy: it is damaged.")
     info["path"] = run_dir
     return info
 
 
+def _read_json(path, keys):
+    try:
+        data = json.loads(path.read_text())
+        datetime.fromisoformat(data["started"]) if "started" in keys else None
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
+        raise RunFolderError(
+            f"{path} cannot be read ({type(err).__name__}: {' '.join(str(err).split())}): the run "
+            "folder is damaged. Move it out of the output folder, or delete it."
+        ) from err
+    missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise RunFolderError(f"{path} lacks {', '.join(missing)}: the run folder is damaged.")
+    return data
+
+
+def scan_runs(output_dir: str | os.PathLike = "outputs") -> tuple[list[dict], dict[Path, str]]:
+    """(every readable run under `output_dir`, oldest first; {damaged folder: why})."""
+    found, damaged = [], {}
+    for folder in sorted(p.parent for p in Path(output_dir).expanduser().glob(f"*/{PARAMS_FILE}")):
+        try:
+            found.append(read_run(folder))
+        except RunFolderError as err:
+            damaged[folder] = str(err)
+    return sorted(found, key=lambda run: datetime.fromisoformat(run["started"])), damaged
+
+
 def list_runs(output_dir: str | os.PathLike = "outputs") -> list[dict[str, Any]]:
-    """Every run under `output_dir`, oldest first."""
-    found = [read_run(p.parent) for p in Path(output_dir).glob(f"*/{PARAMS_FILE}")]
-    return sorted(found, key=lambda run: datetime.fromisoformat(run["started"]))
+    """Every readable run under `output_dir`, oldest first; a damaged one is skipped, warning."""
+    found, damaged = scan_runs(output_dir)
+    for why in damaged.values():
+        warnings.warn(f"Skipped: {why}", stacklevel=2)
+    return found
 
 
 def latest_run(output_dir: str | os.PathLike = "outputs") -> Path:
@@ -154,18 +224,49 @@ def _pick(output_dir, choose, what):
     runs = [
         r for r in list_runs(output_dir) if r["metrics"] and (r["path"] / WEIGHTS_FILE).is_file()
     ]
-    if not runs:
-        raise FileNotFoundError(
-            f"No run with a finished epoch in {Path(output_dir).resolve()}, "
-            f"so there is no {what} run. "
-            "Run S5.ipynb (make run) first, or pass the OUTPUT_DIR it used."
+    while runs:
+        run = choose(runs)
+        try:
+            check_weights_match(run)
+            return run["path"]
+        except RunFolderError as err:
+            warnings.warn(f"Skipped: {err}", stacklevel=3)
+            runs.remove(run)
+    raise FileNotFoundError(
+        f"No run with a finished epoch in {Path(output_dir).expanduser().resolve()}, "
+        f"so there is no {what} run. "
+        "Run S5.ipynb (make run) first, or pass the OUTPUT_DIR it used."
+    )
+
+
+def check_weights_match(run: dict[str, Any]) -> None:
+    """RunFolderError unless the run's weights file is the one its metrics.json was saved with."""
+    expected = (run["metrics"] or {}).get("weights_sha256")
+    weights = run["path"] / WEIGHTS_FILE
+    if expected is not None and (not weights.is_file() or sha256(weights) != expected):
+        raise RunFolderError(
+            f"{weights} is not the weights file {run['path'] / METRICS_FILE} was saved with "
+            "(the run stopped between the two saves, or the file was replaced), so its "
+            "accuracy is not the one recorded. Train the run again."
         )
-    return choose(runs)["path"]
 
 
 def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> MNISTNet:
-    """The MNISTNet that `run_dir` trained, with its saved weights, in eval mode."""
-    params = read_run(run_dir)["parameters"]
+    """The MNISTNet that `run_dir` trained, with its saved weights, in eval mode.
+
+    Refuses, before building anything, a params.json that asks for a network the notebook would
+    not build, and weights that are not the ones the run's metrics.json was saved with.
+    """
+    run = read_run(run_dir)
+    params = run["parameters"]
+    is_ok, allowed = parameters.PARAMETER_RULES["CHANNELS"]
+    if not is_ok(params.get("CHANNELS")):
+        raise RunFolderError(
+            f"{run['path'] / PARAMS_FILE} gives CHANNELS = {params.get('CHANNELS')!r}, which "
+            f"the notebook does not build: CHANNELS must be {allowed}."
+        )
+    if run["metrics"] is not None:
+        check_weights_match(run)
     model = MNISTNet(channels=tuple(params["CHANNELS"]), dropout=params["DROPOUT"])
     return (
         checkpoints.load_weights(model, Path(run_dir) / WEIGHTS_FILE, map_location=device)
@@ -174,64 +275,32 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
     )
 
 
-# Parameters that say where things are, not how the model is trained: never compared.
-NOT_COMPARED = {"DATA_DIR", "OUTPUT_DIR", "TEST_BATCH_SIZE", "NUM_WORKERS"}
-
-
 def compare_runs(
     output_dir: str | os.PathLike = "outputs", path: str | os.PathLike | None = None
 ) -> tuple[str, Figure]:
     """A table of every run under `output_dir` and their test-accuracy curves in one plot.
 
-    The table shows the parameters that differ between the runs, the epochs finished (of those
-    planned), the final and best test accuracy and the time. Returns (table text, figure).
+    The table (comparison.table) shows the parameters that differ between the runs, the epochs
+    finished of those planned, the final and best test accuracy and the time; a damaged run
+    folder gets a row that says so. Returns (table text, figure).
     """
-    runs = list_runs(output_dir)
-    if not runs:
+    found, damaged = scan_runs(output_dir)
+    if not found and not damaged:
         raise FileNotFoundError(
-            f"No runs in {Path(output_dir).resolve()} yet: run the training cell first."
+            f"No runs in {Path(output_dir).expanduser().resolve()} yet: "
+            "run the training cell first."
         )
-    varying = [
-        name
-        for name in runs[0]["parameters"]
-        if name not in NOT_COMPARED and len({repr(r["parameters"].get(name)) for r in runs}) > 1
-    ]
-    header = ["run", *varying, "parameters", "epochs", "final %", "best %", "time"]
-    rows = [header]
-    for r in runs:
-        m = r["metrics"]
-        acc = m["history"]["test_acc"] if m else []
-        rows.append(
-            [
-                r["name"],
-                *(_short(r["parameters"].get(name)) for name in varying),
-                f"{r['parameter_count']:,}",
-                f"{m['epochs_done']}/{m['epochs_planned']}" if m else "0 (none finished)",
-                f"{acc[-1]:.2f}" if acc else "-",
-                f"{max(acc):.2f}" if acc else "-",
-                f"{sum(m['history']['epoch_time_s']):.0f} s" if m else "-",
-            ]
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    table = "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
-    curves = {
-        ", ".join([r["name"][:15]] + [f"{k}={_short(r['parameters'][k])}" for k in varying]): r[
-            "metrics"
-        ]["history"]["test_acc"]
-        for r in runs
-        if r["metrics"]
-    }
-    return table, plots.plot_runs(curves, path)
+    return comparison.table(found, damaged), plots.plot_runs(comparison.curves(found), path)
 
 
-def _short(value):
-    """A value for a table or a folder name: (16, 32) -> "16-32"; ((8, 8), 12) -> "8x8-12"."""
-    if isinstance(value, (list, tuple)):
-        return "-".join(
-            "x".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in value
-        )
-    return str(value)
+def plot_runs(runs: list[dict[str, Any]], varying=None, path=None) -> Figure:
+    """Deprecated: runs.compare_runs draws this plot; plots.plot_runs draws any curves."""
+    warnings.warn(
+        "runs.plot_runs has moved to plots.plot_runs(comparison.curves(runs), path).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return plots.plot_runs(comparison.curves(runs), path)
 
 
 # Names that lived here before parameter checks and provenance got modules of their own. They still
@@ -239,5 +308,11 @@ def _short(value):
 MOVED = moved.homes(
     parameters=("PARAMETER_RULES", "check_parameters", "check_writable"),
     provenance=("cpu_model", "git_commit"),
+    comparison=("NOT_COMPARED",),
 )
 __getattr__ = moved.forwarder("runs", MOVED)
+__all__ = [
+    "METRICS_FILE", "METRIC_KEYS", "PARAMS_FILE", "WEIGHTS_FILE", "RunFolderError", "best_run",
+    "compare_runs", "latest_run", "list_runs", "load_model", "read_run", "save_epoch",
+    "save_final", "scan_runs", "start_run", "plot_runs", *MOVED,
+]  # fmt: skip

@@ -1,9 +1,9 @@
 """The MNIST train and test DataLoaders, their transforms, and the seed and device to train with.
 
 `get_data_loaders()` (also named `transforms_data()`) is the entry point. The other helpers of the
-notebook live in modules of their own beside this one: `mnist` (the files), `checkpoints`,
-`plots`, `analysis`, `parameters`, `runs`. Importing this module reads, downloads and prints
-nothing.
+notebook live in modules of their own beside this one (mnist: the files; files; checkpoints;
+plots; analysis; parameters; cells; runs; provenance); `moved` keeps their old names here working.
+Importing this module reads, downloads and prints nothing.
 """
 
 import math
@@ -188,3 +188,8 @@ MOVED = moved.homes(
            "epoch_axis", "cap_percent_axis", "plot_confusion_matrix", "plot_misclassified"),
 )  # fmt: skip
 __getattr__ = moved.forwarder("utils", MOVED)
+__all__ = [
+    "MNIST_MEAN", "MNIST_STD", "BatchRandomAffine", "MNISTBatches", "get_data_loaders",
+    "get_device", "keep_batch", "load_mnist", "set_seed", "test_transform", "train_transform",
+    "transforms_data", *MOVED,
+]  # fmt: skip

@@ -12,8 +12,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import papermill
-
 import runs
 from model import receptive_field
 from provenance import REPO, machine_load
@@ -52,6 +50,8 @@ def run_notebook(
     The numbers are the notebook's own, read back from the run folder it saved. That folder goes
     into `output_dir` when given (and is kept), else into a temporary folder.
     """
+    import papermill  # only here: summaries and tables need no kernel
+
     with tempfile.TemporaryDirectory(prefix="s5-run-") as tmp:
         out = Path(output_dir or tmp)
         values = {**parameters, "SEED": seed, "DATA_DIR": str(data_dir), "OUTPUT_DIR": str(out)}

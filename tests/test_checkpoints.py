@@ -160,3 +160,11 @@ def test_a_file_that_is_no_checkpoint_is_called_that(model, tmp_path, content, k
     assert "is not a PyTorch checkpoint" in message and "pickled" not in message
     if kind:
         assert f"it looks like {kind}" in message
+
+
+def test_weights_holding_nan_are_refused_on_load(model, tmp_path):
+    state = model.state_dict()
+    state["fc.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(checkpoints.CheckpointError, match="holds NaN or inf in fc.weight"):
+        checkpoints.load_weights(MNISTNet(), tmp_path / "w.pt")

@@ -372,3 +372,28 @@ def test_file_of_zero_images_is_named(tiny_copy):
         mnist.MNISTDataError, match=rf"{path} is a well-formed idx file with 0 images"
     ):
         loaders(tiny_copy)
+
+
+@pytest.mark.parametrize("kind", ["folder", "link-loop", "broken-link"])
+def test_a_raw_file_that_is_no_file_is_named_as_such(tiny_copy, no_network, kind):
+    path = tiny_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "link-loop":
+        path.symlink_to(path)
+    else:
+        path.symlink_to(tiny_copy / "nowhere")
+    with pytest.raises(mnist.MNISTDataError, match="is there but is not a readable file"):
+        loaders(tiny_copy)
+    assert no_network == []  # refused before any download was tried
+
+
+def test_a_huge_file_that_is_no_idx_file_is_refused_without_reading_it(tiny_copy):
+    path = tiny_copy / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    with open(path, "r+b") as f:
+        f.truncate(64 * 2**30)  # 64 GiB, sparse: reading it whole would exhaust the memory
+    start = time.monotonic()
+    with pytest.raises(mnist.MNISTDataError, match="truncated or corrupt"):
+        loaders(tiny_copy)
+    assert time.monotonic() - start < 5

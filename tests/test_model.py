@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -57,15 +58,20 @@ def test_non_tensor_input_raises(model):
 
 
 def test_imports_from_another_directory_without_side_effects(tmp_path):
+    modules = sorted(path.stem for path in REPO.glob("*.py"))
     code = (
-        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from model import MNISTNet\n"
-        "import utils\n"
+        f"import {', '.join(modules)}\n"
         "import torch\n"
         "print(tuple(MNISTNet()(torch.zeros(2, 1, 28, 28)).shape))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "(2, 10)\n"  # importing printed nothing

@@ -294,3 +294,78 @@ def test_one_real_epoch_reaches_97_percent(real_data, tmp_path):
         tmp_path, dict(DATA_DIR=str(real_data), OUTPUT_DIR=str(tmp_path / "out"), EPOCHS=1)
     )
     assert only_run(tmp_path / "out")["metrics"]["history"]["test_acc"][0] >= 97.0
+
+
+class Session:
+    """One kernel running the prepared notebook, its cells run by id in any order, as users do."""
+
+    def __init__(self, nb, client):
+        self.nb, self.client = nb, client
+
+    def run(self, cell_id):
+        c = cell(self.nb, cell_id)
+        c.outputs = []
+        self.client.execute_cell(c, self.nb.cells.index(c))
+        return c
+
+    def code(self, source):
+        """Run `source` in the kernel as a cell of its own; return what it printed."""
+        c = nbformat.v4.new_code_cell(source)
+        self.nb.cells.append(c)
+        try:
+            self.client.execute_cell(c, len(self.nb.cells) - 1)
+        finally:
+            self.nb.cells.pop()
+        assert not errors(c), errors(c)
+        return text(c)
+
+
+@pytest.mark.slow
+def test_any_order_users_run_the_cells_in_stays_right(tiny_root, tmp_path):
+    out = tmp_path / "out"
+    nb = prepared(tmp_path, smoke_parameters(tiny_root, out, epochs=1))
+    client = NotebookClient(
+        nb, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(REPO)}}
+    )
+    code_ids = [c.id for c in nb.cells if c.cell_type == "code"]
+    with client.setup_kernel():
+        s = Session(nb, client)
+        for _ in range(2):  # Run All, twice
+            assert not [e for cid in code_ids for e in errors(s.run(cid))]
+
+        # The model cell again (fresh weights), then the training cell: the new model trains.
+        s.run("model")
+        s.code("initial = {k: v.detach().clone() for k, v in model.named_parameters()}")
+        assert not errors(s.run("training"))
+        moved = "print(all(not torch.equal(initial[k], v) for k, v in model.named_parameters()))"
+        assert s.code(moved) == "True\n"
+
+        # A parameter changed and its cell run again, then the training cell: recorded as used.
+        s.code("EPOCHS, LEARNING_RATE = 2, 0.05")
+        assert not errors(s.run("training"))
+        newest = runs.list_runs(out)[-1]
+        assert (newest["parameters"]["EPOCHS"], newest["parameters"]["LEARNING_RATE"]) == (2, 0.05)
+        assert "_ep2_" in newest["name"] and newest["metrics"]["epochs_done"] == 2
+
+        # BATCH_SIZE changed without the data cell: refused, naming it; after it: trains with it.
+        s.code("BATCH_SIZE = 16")
+        [error] = errors(s.run("training"))
+        assert error.ename == "StaleCellError" and "Run the data cell again" in error.evalue
+        s.run("data")
+        assert not errors(s.run("training"))
+        assert runs.list_runs(out)[-1]["parameters"]["BATCH_SIZE"] == 16
+
+        # The cells below training before any training of the model: refused, saying what to run.
+        s.run("model")
+        for cid in ("curves", "confusion", "per-digit", "final-metrics"):
+            [error] = errors(s.run(cid))
+            assert error.ename == "StaleCellError" and "run the training cell" in error.evalue
+
+        # Stopped in epoch 1, then the cells below: the folder holds only params.json.
+        s.code(fault_after(0, "raise KeyboardInterrupt"))
+        training = s.run("training")
+        assert "Interrupted: the 0 finished epochs" in text(training)
+        [error] = errors(s.run("curves"))
+        assert "run the training cell" in error.evalue
+        stopped = runs.list_runs(out)[-1]
+        assert sorted(p.name for p in stopped["path"].iterdir()) == ["params.json"]

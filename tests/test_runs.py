@@ -18,8 +18,8 @@ def test_the_rules_cover_every_parameter_of_the_notebook(notebook_defaults, para
 
 
 def test_good_parameters_pass_and_create_the_output_dir(params):
-    checked = parameters.check_parameters({**params, "F": "an unrelated global"})
-    assert checked == params and "F" not in checked
+    checked = parameters.check_parameters({**params, "note": "an unrelated global"})
+    assert checked == params and "note" not in checked
     assert runs.Path(params["OUTPUT_DIR"]).is_dir()
 
 
@@ -36,9 +36,16 @@ def test_good_parameters_pass_and_create_the_output_dir(params):
         ("SEED", 1.5, "an int"),
         ("BATCH_SIZE", -4, "a positive int"),
         ("TEST_BATCH_SIZE", None, "a positive int"),
-        ("LEARNING_RATE", 0, "a number > 0"),
-        ("LEARNING_RATE", float("nan"), "a number > 0"),
-        ("MOMENTUM", 1.0, "a number in [0, 1)"),
+        ("LEARNING_RATE", 0, "a number in (0, 10]"),
+        ("LEARNING_RATE", 1e308, "a number in (0, 10]"),
+        ("LEARNING_RATE", float("nan"), "a number in (0, 10]"),
+        ("MOMENTUM", 1.0, "a number in (0, 1)"),
+        ("MOMENTUM", 0, "a number in (0, 1)"),  # SGD refuses Nesterov without momentum
+        ("WEIGHT_DECAY", 1e308, "a number in [0, 1)"),
+        ("SEED", 2**64, "an int in [0, 2**63 - 1]"),
+        ("SEED", -1, "an int in [0, 2**63 - 1]"),
+        ("CHANNELS", ((8,) * 9, 12, 16, 20), "at most 8 blocks per size"),
+        ("CHANNELS", (8, 12, 16, 4096), "widths up to 1024"),
         ("WARMUP", 0, "a number in (0, 1)"),
         ("EMA_DECAY", -0.1, "a number in [0, 1)"),
         ("CHANNELS", (8, 12, 16), "four entries, each a positive int or a tuple"),
@@ -114,7 +121,7 @@ def test_a_run_with_no_finished_epoch_has_no_result_files(params):
         runs.latest_run(params["OUTPUT_DIR"])
 
 
-def test_weights_with_nan_are_not_saved_over_the_last_good_ones(params):
+def test_weights_with_nan_stop_the_run_and_keep_the_last_good_epoch(params):
     model = MNISTNet()
     run_dir = fake_run(params, model, [90.0])
     good = (run_dir / runs.WEIGHTS_FILE).read_bytes()
@@ -122,9 +129,10 @@ def test_weights_with_nan_are_not_saved_over_the_last_good_ones(params):
         model.fc.weight.fill_(float("nan"))
     history = runs.read_run(run_dir)["metrics"]["history"]
     history["test_acc"].append(10.0)
-    assert runs.save_epoch(run_dir, history, model, 12) is False
+    with pytest.raises(FloatingPointError, match="NaN or inf after epoch 2, so they were not"):
+        runs.save_epoch(run_dir, history, model, 12)
     assert (run_dir / runs.WEIGHTS_FILE).read_bytes() == good
-    assert runs.read_run(run_dir)["metrics"]["epochs_done"] == 2
+    assert runs.read_run(run_dir)["metrics"]["epochs_done"] == 1
 
 
 def test_latest_and_best_run_and_their_models(params):

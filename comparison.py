@@ -1,0 +1,67 @@
+"""Runs side by side: the table `runs.compare_runs` prints, and the curves it plots.
+
+Works on the runs `runs.scan_runs` reads; importing this module does nothing.
+"""
+
+from pathlib import Path
+from typing import Any
+
+# Parameters that say where things are, not how the model is trained: never compared.
+NOT_COMPARED = {"DATA_DIR", "OUTPUT_DIR", "TEST_BATCH_SIZE", "NUM_WORKERS"}
+
+
+def short(value: Any) -> str:
+    """A value for a table or a folder name: (16, 32) -> "16-32"; ((8, 8), 12) -> "8x8-12"."""
+    if isinstance(value, (list, tuple)):
+        return "-".join(
+            "x".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in value
+        )
+    return str(value)
+
+
+def varying(runs: list[dict[str, Any]]) -> list[str]:
+    """The parameters whose values differ between `runs`, in the parameters cell's order."""
+    names = dict.fromkeys(name for r in runs for name in r["parameters"])
+    return [
+        name
+        for name in names
+        if name not in NOT_COMPARED and len({repr(r["parameters"].get(name)) for r in runs}) > 1
+    ]
+
+
+def table(runs: list[dict[str, Any]], damaged: dict[Path, str] | None = None) -> str:
+    """A plain-text table, one row per run, then one per damaged run folder."""
+    names = varying(runs)
+    header = ["run", *names, "parameters", "epochs", "final %", "best %", "time"]
+    rows = [header]
+    for r in runs:
+        m = r["metrics"]
+        acc = m["history"]["test_acc"] if m else []
+        rows.append(
+            [
+                r["name"],
+                *(short(r["parameters"].get(name)) for name in names),
+                f"{r['parameter_count']:,}",
+                f"{m['epochs_done']}/{m['epochs_planned']}" if m else "0 (none finished)",
+                f"{acc[-1]:.2f}" if acc else "-",
+                f"{max(acc):.2f}" if acc else "-",
+                f"{sum(m['history'].get('epoch_time_s', [])):.0f} s" if m else "-",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"{folder.name}  damaged: {why}" for folder, why in (damaged or {}).items()]
+    return "\n".join(lines)
+
+
+def curves(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """{label: test accuracy per epoch} of every run with a finished epoch."""
+    names = varying(runs)
+    return {
+        ", ".join([r["name"], *(f"{k}={short(r['parameters'].get(k))}" for k in names)]): r[
+            "metrics"
+        ]["history"]["test_acc"]
+        for r in runs
+        if r["metrics"]
+    }
