@@ -23,7 +23,7 @@ import moved
 import parameters
 import plots
 import provenance
-from files import save_json
+from files import interrupts_deferred, save_json
 from model import MNISTNet, count_parameters
 
 PARAMS_FILE = "params.json"
@@ -117,15 +117,17 @@ def save_epoch(
             f"The averaged weights hold NaN or inf after epoch {epoch}, so they were not saved: "
             f"{run_dir} keeps epoch {epoch - 1}. Lower LEARNING_RATE and run again."
         )
+    # Ctrl-C between the two saves would leave weights that metrics.json does not describe.
     try:
-        checkpoints.save_weights(model, run_dir / WEIGHTS_FILE)
-        metrics = dict(
-            epochs_done=epoch,
-            epochs_planned=epochs_planned,
-            weights_sha256=sha256(run_dir / WEIGHTS_FILE),
-            history=history,
-        )
-        save_json(metrics, run_dir / METRICS_FILE)
+        with interrupts_deferred():
+            checkpoints.save_weights(model, run_dir / WEIGHTS_FILE)
+            metrics = dict(
+                epochs_done=epoch,
+                epochs_planned=epochs_planned,
+                weights_sha256=sha256(run_dir / WEIGHTS_FILE),
+                history=history,
+            )
+            save_json(metrics, run_dir / METRICS_FILE)
     except OSError as err:
         raise OSError(
             f"Epoch {epoch} could not be saved in {run_dir} ({type(err).__name__}: {err}), so "

@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 
 import pytest
 import torch
@@ -168,3 +169,10 @@ def test_weights_holding_nan_are_refused_on_load(model, tmp_path):
     torch.save(state, tmp_path / "w.pt")
     with pytest.raises(checkpoints.CheckpointError, match="holds NaN or inf in fc.weight"):
         checkpoints.load_weights(MNISTNet(), tmp_path / "w.pt")
+
+
+def test_ctrl_c_while_files_are_written_together_waits_for_the_pair(tmp_path):
+    with pytest.raises(KeyboardInterrupt), files.interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the two writes
+        files.save_json({"second": True}, tmp_path / "second.json")
+    assert json.loads((tmp_path / "second.json").read_text()) == {"second": True}
