@@ -27,7 +27,12 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
 
 def all_finite(model: nn.Module) -> bool:
     """True when no parameter or buffer of `model` holds NaN or inf."""
-    return all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point())
+    return not nonfinite(model.state_dict())
+
+
+def nonfinite(state: dict[str, torch.Tensor]) -> list[str]:
+    """The keys of `state` whose floating-point tensor holds NaN or inf."""
+    return [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
 
 
 def load_weights(
@@ -53,7 +58,7 @@ def load_weights(
         ) from err
     state = unwrap_state_dict(state, path)
     check_state_dict(model, state, path)
-    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    bad = nonfinite(state)
     if bad:
         raise CheckpointError(
             f"{path} holds NaN or inf in {', '.join(bad)}: a model with these weights predicts "

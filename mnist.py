@@ -30,6 +30,7 @@ RAW_FILES = {
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 ALL_RAW_FILES = RAW_FILES[True] + RAW_FILES[False]
+TRAIN_IMAGES = 60_000  # in the training split
 
 
 class MNISTDataError(RuntimeError):

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mnist import TRAIN_IMAGES
 from model import stage_widths
 
 # The largest values the notebook accepts: beyond them a run fails later (an overflowing seed, a
@@ -21,13 +22,15 @@ from model import stage_widths
 MAX_SEED = 2**63 - 1
 MAX_BLOCKS_PER_SIZE = 8
 MAX_WIDTH = 1024
+# Images of each split a smoke run (SMOKE = True) uses: enough for every cell to run.
+SMOKE_IMAGES = 256
 # Share of the memory available now that training may take, by the estimate below.
 MEMORY_SHARE = 0.8
 # The names of the project's modules and the notebook's imports: a papermill parameter with one
 # of these names (-p runs 5) would replace the module and break a later cell.
 NOTEBOOK_IMPORTS = (
-    "analysis", "parameters", "plots", "runs", "utils", "torch", "optim", "F", "sys", "time",
-    "summary", "tqdm", "MNISTNet",
+    "analysis", "cells", "parameters", "plots", "runs", "utils", "torch", "optim", "F", "sys",
+    "time", "summary", "tqdm", "MNISTNet",
 )  # fmt: skip
 
 
@@ -154,7 +157,7 @@ def check_names(namespace: Mapping[str, Any]) -> None:
             )
 
 
-def training_bytes(batch_size: int, channels: tuple, images: int = 60_000) -> int:
+def training_bytes(batch_size: int, channels: tuple, images: int = TRAIN_IMAGES) -> int:
     """A rough upper estimate of the memory one training step takes, in bytes.
 
     Every block keeps its convolution, BatchNorm and ReLU outputs for the backward pass, which
@@ -190,7 +193,7 @@ def available_bytes(device: str | torch.device = "cpu") -> int | None:
 
 def check_memory(params: dict[str, Any], device: str | torch.device = "cpu") -> None:
     """ValueError when BATCH_SIZE x CHANNELS would not fit in the memory free on `device`."""
-    images = 256 if params["SMOKE"] else 60_000
+    images = SMOKE_IMAGES if params["SMOKE"] else TRAIN_IMAGES
     needed = training_bytes(params["BATCH_SIZE"], params["CHANNELS"], images)
     free = available_bytes(device)
     if free is not None and needed > MEMORY_SHARE * free:

@@ -23,7 +23,7 @@ import moved
 import parameters
 import plots
 import provenance
-from files import interrupts_deferred, save_json
+from files import interrupts_deferred, one_line, save_json
 from model import MNISTNet, count_parameters
 
 PARAMS_FILE = "params.json"
@@ -177,15 +177,22 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
 def _read_json(path, keys):
     try:
         data = json.loads(path.read_text())
-        datetime.fromisoformat(data["started"]) if "started" in keys else None
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise RunFolderError(
-            f"{path} cannot be read ({type(err).__name__}: {' '.join(str(err).split())}): the run "
+            f"{path} cannot be read ({type(err).__name__}: {one_line(err)}): the run "
             "folder is damaged. Move it out of the output folder, or delete it."
         ) from err
     missing = [key for key in keys if not isinstance(data, dict) or key not in data]
     if missing:
         raise RunFolderError(f"{path} lacks {', '.join(missing)}: the run folder is damaged.")
+    if "started" in keys:  # list_runs sorts by it
+        try:
+            datetime.fromisoformat(data["started"])
+        except (TypeError, ValueError) as err:
+            raise RunFolderError(
+                f"{path} gives started = {data['started']!r}, which is no date: the run folder "
+                "is damaged."
+            ) from err
     return data
 
 
@@ -267,8 +274,7 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
             f"{run['path'] / PARAMS_FILE} gives CHANNELS = {params.get('CHANNELS')!r}, which "
             f"the notebook does not build: CHANNELS must be {allowed}."
         )
-    if run["metrics"] is not None:
-        check_weights_match(run)
+    check_weights_match(run)
     model = MNISTNet(channels=tuple(params["CHANNELS"]), dropout=params["DROPOUT"])
     return (
         checkpoints.load_weights(model, Path(run_dir) / WEIGHTS_FILE, map_location=device)

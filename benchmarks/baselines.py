@@ -68,14 +68,14 @@ def pil_loaders(data_dir, train_images, train_transform, batch_size, test_batch_
     if train_images is not None:
         train_set = Subset(train_set, range(min(train_images, len(train_set))))
     test_set = datasets.MNIST(data_dir, train=False, transform=transforms.Compose(normalize))
-    common = dict(num_workers=num_workers, persistent_workers=num_workers > 0)
+    workers = dict(num_workers=num_workers, persistent_workers=num_workers > 0)
     return (
-        DataLoader(train_set, batch_size=batch_size, shuffle=True, **common),
-        DataLoader(test_set, batch_size=test_batch_size, shuffle=False, **common),
+        DataLoader(train_set, batch_size=batch_size, shuffle=True, **workers),
+        DataLoader(test_set, batch_size=test_batch_size, shuffle=False, **workers),
     )
 
 
-def setup_s5_template(data_dir, train_images, epochs, seed):
+def setup_s5_template(data_dir, train_images):
     train_transform = [
         transforms.RandomApply([transforms.CenterCrop(22)], p=0.1),
         transforms.Resize((28, 28)),
@@ -90,7 +90,7 @@ def setup_s5_template(data_dir, train_images, epochs, seed):
     return model, optimizer, scheduler, train_loader, test_loader
 
 
-def setup_examples(data_dir, train_images, epochs, seed):
+def setup_examples(data_dir, train_images):
     # pytorch/examples shuffles only on CUDA; shuffling here gives the baseline its best case.
     train_loader, test_loader = pil_loaders(data_dir, train_images, [], 64, 1000, num_workers=0)
     model = ExamplesNet()
@@ -121,9 +121,8 @@ def train_run(name, data_dir, train_images, epochs, seed, stop_at=None):
     With `stop_at`, training stops after the first epoch at that test accuracy (%) or more.
     """
     utils.set_seed(seed)
-    model, optimizer, scheduler, train_loader, test_loader = SETUPS[name](
-        data_dir, train_images, epochs, seed
-    )
+    model, optimizer, scheduler, train_loader, test_loader = SETUPS[name](data_dir, train_images)
+    n = len(train_loader.dataset)
     load = machine_load()
     history = {key: [] for key in runs.METRIC_KEYS}
     for epoch in range(1, epochs + 1):
@@ -145,7 +144,6 @@ def train_run(name, data_dir, train_images, epochs, seed, stop_at=None):
         scheduler.step()
         train_s = time.perf_counter() - start
         test_loss, test_acc = evaluate(model, test_loader)
-        n = len(train_loader.dataset)
         values = (
             total_loss / n,
             100 * correct / n,

@@ -68,11 +68,7 @@ def summarize(records):
                 (r["load_at_start"] or {}).get("busy_share") or 0 for r in mine
             ),
         )
-        tta = [
-            r["metrics"]["final_test_acc"]
-            for r in mine
-            if r["metrics"].get("final_test_acc") is not None
-        ]
+        tta = common.tta_accs(mine)
         if tta:  # the notebook's accuracy with test-time augmentation, beside the plain one
             summary[name].update(common.spread(tta, "tta_acc"))
     ours = summary.get("ours")
@@ -167,12 +163,7 @@ def main():
         action="store_true",
         help="1 seed, 2 epochs, baselines on 12,000 images: a few minutes",
     )
-    parser.add_argument(
-        "--data-dir", default=None, help="MNIST folder (default: $MNIST_DATA_DIR, else ./data)"
-    )
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="seeds of the notebook runs"
-    )
+    common.add_run_options(parser)
     parser.add_argument(
         "--epochs",
         type=int,

@@ -6,6 +6,7 @@ with `metrics` exactly as the notebook's metrics.json holds them (`history` with
 epoch for each of runs.METRIC_KEYS, and `final_test_acc` with test-time augmentation).
 """
 
+import argparse
 import statistics
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -13,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import runs
+from mnist import TRAIN_IMAGES
 from model import receptive_field
 from provenance import REPO, machine_load
 
-FULL_EPOCH = 60_000  # training images in an epoch of the full training split
+FULL_EPOCH = TRAIN_IMAGES  # training images in an epoch of the full training split
 
 
 def record(
@@ -100,6 +102,32 @@ def time_to(run: dict[str, Any], target: float) -> float | None:
     """Wall time to the first epoch at `target`% test accuracy or more; None if never reached."""
     pairs = zip(wall_times(run), history(run)["test_acc"])
     return next((wall for wall, acc in pairs if acc >= target), None)
+
+
+def tta_accs(records: Iterable[dict[str, Any]]) -> list[float]:
+    """The test-time-augmentation accuracy of every record that has one."""
+    accs = (r["metrics"].get("final_test_acc") for r in records)
+    return [acc for acc in accs if acc is not None]
+
+
+def lowest_of_last(records: Iterable[dict[str, Any]], epochs: int = 3) -> float:
+    """The lowest test accuracy any record has in its last `epochs` epochs."""
+    return min(min(history(r)["test_acc"][-epochs:]) for r in records)
+
+
+def median_epoch_train_s(records: Iterable[dict[str, Any]]) -> float:
+    """The median training time of an epoch, over every epoch of every record."""
+    return statistics.median(t for r in records for t in history(r)["train_time_s"])
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every script that runs the notebook takes: the data folder and the seeds."""
+    parser.add_argument(
+        "--data-dir", default=None, help="MNIST folder (default: $MNIST_DATA_DIR, else ./data)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="seeds of the notebook runs"
+    )
 
 
 def spread(values: Iterable[float], name: str) -> dict[str, float]:

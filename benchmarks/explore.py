@@ -43,23 +43,18 @@ def summary_table(log):
     rows = []
     for label, mine in variants.items():
         finals = [common.final_acc(r) for r in mine]
-        tta = [
-            r["metrics"]["final_test_acc"]
-            for r in mine
-            if r["metrics"].get("final_test_acc") is not None
-        ]
-        history = [common.history(r) for r in mine]
+        tta = common.tta_accs(mine)
         rows.append(
             [
                 label,
                 f"{mine[0]['parameter_count']:,}",
-                len(history[0]["test_acc"]),
+                len(common.history(mine[0])["test_acc"]),
                 ", ".join(str(r["seed"]) for r in mine),
                 ", ".join(f"{a:.2f}" for a in finals),
                 f"{statistics.median(finals):.2f}",
-                f"{min(min(h['test_acc'][-3:]) for h in history):.2f}",
+                f"{common.lowest_of_last(mine, 3):.2f}",
                 f"{statistics.median(tta):.2f}" if tta else "-",
-                f"{statistics.median(t for h in history for t in h['train_time_s']):.1f}",
+                f"{common.median_epoch_train_s(mine):.1f}",
             ]
         )
     header = [
@@ -84,7 +79,6 @@ def main():
     parser.add_argument(
         "--summary", action="store_true", help="print the log as a markdown table and stop"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument(
         "-p",
         nargs=2,
@@ -93,9 +87,7 @@ def main():
         metavar=("NAME", "VALUE"),
         help="a parameters-cell value, as for papermill",
     )
-    parser.add_argument(
-        "--data-dir", default=None, help="MNIST folder (default: $MNIST_DATA_DIR, else ./data)"
-    )
+    common.add_run_options(parser)
     parser.add_argument("--log", default=str(LOG), help="JSON-lines file to append to")
     parser.add_argument(
         "--keep",
@@ -111,10 +103,10 @@ def main():
 
     parameters = {name: parse_value(value) for name, value in args.p}
     data_dir = resolve_data_dir(args.data_dir)
-    finals = []
+    finals, machine = [], provenance()  # each record has its own load_at_start
     for seed in args.seeds:
         record = common.run_notebook(args.label, parameters, seed, data_dir, args.keep)
-        record["machine"] = provenance()
+        record["machine"] = machine
         with open(args.log, "a") as f:
             f.write(json.dumps(record) + "\n")
         history = common.history(record)
