@@ -9,7 +9,7 @@ import parameters
 import runs
 from benchmarks import benchmark, budgets, common
 from conftest import REPO
-from model import MNISTNet, count_parameters
+from model import MNISTNet, count_parameters, receptive_field
 
 
 def fake_record(label, accuracies, seconds_per_epoch=10.0):
@@ -57,7 +57,9 @@ def test_summary_takes_medians_over_seeds_and_ratios_against_the_baselines():
 
 
 @pytest.mark.slow
-def test_a_tiny_run_records_every_epoch_of_all_three(tiny_root, tmp_path, monkeypatch):
+def test_a_tiny_run_records_every_epoch_of_all_three(
+    tiny_root, tmp_path, monkeypatch, notebook_defaults
+):
     out = tmp_path / "bench.json"
     monkeypatch.setattr(
         sys,
@@ -87,7 +89,9 @@ def test_a_tiny_run_records_every_epoch_of_all_three(tiny_root, tmp_path, monkey
     [ours] = [r for r in result["runs"] if r["label"] == "ours"]
     # "ours" is the notebook: its own params.json comes back with the seed and epochs asked for.
     assert ours["parameters"]["SEED"] == 5 and ours["parameters"]["EPOCHS"] == 2
-    assert ours["parameter_count"] == 108_922 and ours["receptive_field"] == 38
+    default = notebook_defaults["CHANNELS"]
+    assert ours["parameter_count"] == count_parameters(MNISTNet(default))
+    assert ours["receptive_field"] == receptive_field(default)
     for key in ("created", "git_commit", "cpu", "threads", "torch", "load_at_start"):
         assert key in result["provenance"], key
     for record in result["runs"]:

@@ -13,6 +13,7 @@ import papermill
 import pytest
 from nbclient import NotebookClient
 
+import comparison
 import parameters
 import runs
 from conftest import NOTEBOOK, REPO
@@ -84,10 +85,11 @@ def smoke_run(tiny_root, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_smoke_run_saves_a_run_folder(smoke_run):
+def test_smoke_run_saves_a_run_folder(smoke_run, notebook_defaults):
     nb, out = smoke_run
     run = only_run(out)
-    assert run["name"].endswith("_c16-32-64-128_ep2_seed1_smoke")
+    channels, seed = notebook_defaults["CHANNELS"], notebook_defaults["SEED"]
+    assert run["name"].endswith(f"_c{comparison.short(channels)}_ep2_seed{seed}_smoke")
     metrics = run["metrics"]
     assert (metrics["epochs_done"], metrics["epochs_planned"]) == (2, 2)
     assert metrics["tta_shift"] == 1 and 0 <= metrics["final_test_acc"] <= 100
@@ -103,7 +105,7 @@ def test_smoke_run_saves_a_run_folder(smoke_run):
     for png in ("curves.png", "confusion_matrix.png", "misclassified.png"):
         assert (run["path"] / png).stat().st_size > 10_000, png
     # params.json: every value of the parameters cell, and where and with what it ran.
-    assert run["parameters"]["EPOCHS"] == 2 and run["parameters"]["CHANNELS"] == [16, 32, 64, 128]
+    assert run["parameters"]["EPOCHS"] == 2 and run["parameters"]["CHANNELS"] == list(channels)
     assert set(run["parameters"]) == set(parameters.PARAMETER_RULES)
     for key in ("torch", "device", "threads", "cpu", "git_commit", "parameter_count"):
         assert run[key] is not None, key
