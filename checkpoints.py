@@ -22,7 +22,12 @@ class CheckpointError(ValueError):
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Save model.state_dict() to `path` atomically."""
-    atomic_write(path, lambda f: torch.save(model.state_dict(), f))
+    save_file(model.state_dict(), path)
+
+
+def save_file(obj: object, path: str | os.PathLike) -> None:
+    """torch.save `obj` (tensors, numbers, strings and containers of them) to `path` atomically."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def all_finite(model: nn.Module) -> bool:
@@ -43,9 +48,26 @@ def load_weights(
     Also takes the state_dict of the moving-average wrapper (AveragedModel) and training
     checkpoints that keep the state_dict under "model" or "state_dict".
     """
+    state = unwrap_state_dict(load_file(path, map_location), path)
+    check_state_dict(model, state, path)
+    bad = nonfinite(state)
+    if bad:
+        raise CheckpointError(
+            f"{path} holds NaN or inf in {', '.join(bad)}: a model with these weights predicts "
+            "nothing useful. Load the weights of an epoch before the loss diverged, or train again."
+        )
+    model.load_state_dict(state)
+    return model
+
+
+def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
+    """What save_file wrote to `path`, read with weights_only=True: tensors and plain data only.
+
+    Raises CheckpointError saying why for another kind of file, pickled code or a truncated file.
+    """
     check_checkpoint_format(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path} was refused: it holds pickled objects or code, not only tensors, and loading "
@@ -56,16 +78,7 @@ def load_weights(
         raise CheckpointError(
             f"{path} is truncated or corrupt ({one_line(err)}). Save the weights again."
         ) from err
-    state = unwrap_state_dict(state, path)
-    check_state_dict(model, state, path)
-    bad = nonfinite(state)
-    if bad:
-        raise CheckpointError(
-            f"{path} holds NaN or inf in {', '.join(bad)}: a model with these weights predicts "
-            "nothing useful. Load the weights of an epoch before the loss diverged, or train again."
-        )
-    model.load_state_dict(state)
-    return model
+    return obj
 
 
 def check_checkpoint_format(path: str | os.PathLike) -> None:

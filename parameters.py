@@ -29,8 +29,8 @@ MEMORY_SHARE = 0.8
 # The names of the project's modules and the notebook's imports: a papermill parameter with one
 # of these names (-p runs 5) would replace the module and break a later cell.
 NOTEBOOK_IMPORTS = (
-    "analysis", "cells", "parameters", "plots", "runs", "utils", "torch", "optim", "F", "sys",
-    "time", "summary", "tqdm", "MNISTNet",
+    "analysis", "cells", "parameters", "plots", "resume", "runs", "utils", "torch", "optim", "F",
+    "sys", "time", "summary", "tqdm", "MNISTNet",
 )  # fmt: skip
 
 
@@ -89,6 +89,7 @@ PARAMETER_RULES = {
     "DATA_DIR": (lambda v: v is None or _folder(v), "None or a folder path"),
     "OUTPUT_DIR": (_folder, "a folder path"),
     "SMOKE": (lambda v: isinstance(v, bool), "True or False"),
+    "RESUME": (lambda v: v is None or _folder(v), "None or the folder of a run to go on with"),
 }
 
 
@@ -132,7 +133,7 @@ def normalized(params: dict[str, Any]) -> dict[str, Any]:
     # papermill passes lists (-y 'CHANNELS: [[8, 8], 12, 16, 16]'); tuples read as in the cell.
     if "CHANNELS" in params:
         params["CHANNELS"] = tuple(c if _is_int(c) else tuple(c) for c in params["CHANNELS"])
-    for name in ("DATA_DIR", "OUTPUT_DIR"):
+    for name in ("DATA_DIR", "OUTPUT_DIR", "RESUME"):
         if isinstance(params.get(name), (str, os.PathLike)):
             params[name] = os.path.expanduser(params[name])
     return params

@@ -29,6 +29,7 @@ from model import MNISTNet, count_parameters
 PARAMS_FILE = "params.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_FILE = "mnist_net.pt"
+RESUME_FILE = "resume.pt"  # what resume.py needs to go on exactly
 METRIC_KEYS = (
     "train_loss",
     "train_acc",
@@ -46,10 +47,12 @@ def start_run(
     model: torch.nn.Module,
     device: str | torch.device,
     continued_from: str | os.PathLike | None = None,
+    resume_state: dict[str, Any] | None = None,
 ) -> Path:
     """Create a new run folder under `output_dir` and write its params.json; return its path.
 
     `continued_from` is the run folder whose trained weights this run starts from, if any.
+    `resume_state` (resume.state()) is saved first, so a run stopped at any moment can be resumed.
     """
     now = datetime.now().astimezone()
     name = "_".join(
@@ -74,6 +77,8 @@ def start_run(
         cpu=provenance.cpu_model(),
         git_commit=provenance.git_commit(),
     )
+    if resume_state is not None:
+        checkpoints.save_file(resume_state, run_dir / RESUME_FILE)
     save_json(info, run_dir / PARAMS_FILE)
     return run_dir
 
@@ -97,11 +102,13 @@ def save_epoch(
     history: dict[str, list[float]],
     model: torch.nn.Module,
     epochs_planned: int,
+    resume_state: dict[str, Any] | None = None,
 ) -> None:
-    """Save the weights (mnist_net.pt), then metrics.json, each atomically, after an epoch.
+    """After an epoch, save `resume_state` (resume.pt), the weights (mnist_net.pt), metrics.json.
 
-    metrics.json counts only epochs whose weights are on disk, and records the SHA-256 of the
-    weights it goes with, so weights that do not belong to it are found when they are loaded.
+    Each is written atomically. metrics.json counts only epochs whose weights are on disk, and
+    records the SHA-256 of the weights it goes with, so weights that do not belong to it are found
+    when they are loaded; a stop between the saves is made whole by resuming the run.
     Raises, naming the file, when the weights hold NaN or inf or a file cannot be written: the
     run stops there, and the epoch saved before stays whole.
     """
@@ -120,6 +127,8 @@ def save_epoch(
     # Ctrl-C between the two saves would leave weights that metrics.json does not describe.
     try:
         with interrupts_deferred():
+            if resume_state is not None:
+                checkpoints.save_file(resume_state, run_dir / RESUME_FILE)
             checkpoints.save_weights(model, run_dir / WEIGHTS_FILE)
             metrics = dict(
                 epochs_done=epoch,
@@ -159,13 +168,18 @@ PARAMS_KEYS = ("name", "started", "parameters", "parameter_count")
 METRICS_KEYS = ("epochs_done", "epochs_planned", "history")
 
 
+def read_params(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A run's params.json; RunFolderError naming the file when it is damaged."""
+    return _read_json(Path(run_dir) / PARAMS_FILE, PARAMS_KEYS)
+
+
 def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """A run's params.json, with its metrics.json (None before its first finished epoch).
 
     Raises RunFolderError naming the file when either is missing, empty, truncated or incomplete.
     """
     run_dir = Path(run_dir)
-    info = _read_json(run_dir / PARAMS_FILE, PARAMS_KEYS)
+    info = read_params(run_dir)
     metrics_path = run_dir / METRICS_FILE
     info["metrics"] = _read_json(metrics_path, METRICS_KEYS) if metrics_path.exists() else None
     if info["metrics"] is not None and not info["metrics"]["history"].get("test_acc"):
@@ -256,7 +270,8 @@ def check_weights_match(run: dict[str, Any]) -> None:
         raise RunFolderError(
             f"{weights} is not the weights file {run['path'] / METRICS_FILE} was saved with "
             "(the run stopped between the two saves, or the file was replaced), so its "
-            "accuracy is not the one recorded. Train the run again."
+            f"accuracy is not the one recorded. Resume it (RESUME = '{run['path']}') to save "
+            "them again together, or train it again."
         )
 
 
@@ -320,7 +335,7 @@ MOVED = moved.homes(
 )
 __getattr__ = moved.forwarder("runs", MOVED)
 __all__ = [
-    "METRICS_FILE", "METRIC_KEYS", "PARAMS_FILE", "WEIGHTS_FILE", "RunFolderError", "best_run",
-    "compare_runs", "latest_run", "list_runs", "load_model", "read_run", "save_epoch",
-    "save_final", "scan_runs", "start_run", "plot_runs", *MOVED,
+    "METRICS_FILE", "METRIC_KEYS", "PARAMS_FILE", "RESUME_FILE", "WEIGHTS_FILE", "RunFolderError",
+    "best_run", "compare_runs", "latest_run", "list_runs", "load_model", "read_params", "read_run",
+    "save_epoch", "save_final", "scan_runs", "start_run", "plot_runs", *MOVED,
 ]  # fmt: skip

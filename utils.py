@@ -2,7 +2,7 @@
 
 `get_data_loaders()` (also named `transforms_data()`) is the entry point. The other helpers of the
 notebook live in modules of their own beside this one (mnist: the files; files; checkpoints;
-plots; analysis; parameters; cells; runs; provenance); `moved` keeps their old names here working.
+plots; analysis; parameters; cells; runs; resume; provenance); `moved` keeps old names working.
 Importing this module reads, downloads and prints nothing.
 """
 
@@ -139,19 +139,22 @@ def get_data_loaders(
         collate_fn=keep_batch,
         # Pinned memory only helps copies from the CPU to a CUDA device.
         pin_memory=device.type == "cpu" and torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
     )
     train_loader = DataLoader(
         MNISTBatches(*splits[True], train_transform(augment, rotation, shift, zoom)),
         batch_size=batch_size,
         shuffle=True,
         generator=generator,
+        # Workers started afresh each epoch draw their seeds from `generator`, so a resumed run
+        # (resume.py puts the generator back) augments as one that never stopped.
+        persistent_workers=False,
         **common,
     )
     test_loader = DataLoader(
         MNISTBatches(*splits[False], test_transform()),
         batch_size=test_batch_size,
         shuffle=False,
+        persistent_workers=num_workers > 0,
         **common,
     )
     return train_loader, test_loader

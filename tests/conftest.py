@@ -1,7 +1,6 @@
 """Shared fixtures: tiny MNIST-format files, the real data when present, no network, the notebook's
 defaults, a model and fake run folders."""
 
-import json
 import os
 import shutil
 import socket
@@ -11,6 +10,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 import torch
+from notebook_cells import NOTEBOOK, notebook_source  # noqa: F401 (tests import them here)
 
 import runs
 from model import MNISTNet
@@ -111,15 +111,6 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", resolve_loopback_only)
     monkeypatch.setattr(socket.socket, "connect", local_only)
     return attempts
-
-
-NOTEBOOK = REPO / "S5.ipynb"
-
-
-def notebook_source(cell_id):
-    """The source of the notebook's cell with this id, as committed."""
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    return "".join(next(c for c in cells if c.get("id") == cell_id)["source"])
 
 
 @pytest.fixture(scope="session")

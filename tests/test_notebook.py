@@ -11,6 +11,7 @@ import time
 import nbformat
 import papermill
 import pytest
+import torch
 from nbclient import NotebookClient
 
 import comparison
@@ -216,6 +217,27 @@ def test_interrupt_keeps_the_finished_epochs_and_still_plots(tiny_root, tmp_path
     assert has_image(cell(nb, "curves"))
     summary = "".join(o.get("data", {}).get("text/plain", "") for o in cell(nb, "model").outputs)
     assert "[1, 10]" in summary
+
+
+@pytest.mark.slow
+def test_resume_after_an_interrupt_ends_as_the_run_never_stopped(smoke_run, tiny_root, tmp_path):
+    values = smoke_parameters(tiny_root, tmp_path / "out")
+    run_with_fault(
+        tmp_path, values, fault_after("len(train_loader) + 1", "raise KeyboardInterrupt")
+    )
+    stopped = only_run(tmp_path / "out")
+    assert stopped["metrics"]["epochs_done"] == 1
+    nb = run_notebook(tmp_path, {**values, "RESUME": str(stopped["path"])})
+    assert f"Resuming {stopped['path']} after epoch 1" in text(cell(nb, "training"))
+    resumed, never = only_run(tmp_path / "out"), only_run(smoke_run[1])
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
+        assert resumed["metrics"]["history"][key] == never["metrics"]["history"][key], key
+    weights = runs.load_model(resumed["path"]).state_dict()
+    for key, tensor in runs.load_model(never["path"]).state_dict().items():
+        assert torch.equal(weights[key], tensor), key
+    assert has_image(cell(nb, "curves")) and "epochs:         2 of 2" in text(
+        cell(nb, "final-metrics")
+    )
 
 
 @pytest.mark.slow

@@ -1,0 +1,41 @@
+"""The notebook's cells run without a kernel, in this process or a child one.
+
+Resume tests stop training at chosen moments and start it again many times; running the cells'
+code directly takes a fraction of a second where a kernel takes seconds.
+`python tests/notebook_cells.py '{"EPOCHS": 3, ...}'` runs the cells up to training in a child
+process, with those parameters in place of the parameters cell's.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK = REPO / "S5.ipynb"
+TRAINING_CELLS = (
+    "imports", "parameters", "checks", "data", "model", "optimiser", "train-test", "training"
+)  # fmt: skip
+
+
+def notebook_source(cell_id):
+    """The source of the notebook's cell with this id, as committed."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return "".join(next(c for c in cells if c.get("id") == cell_id)["source"])
+
+
+def run_cells(cell_ids, namespace=None, **parameters):
+    """Run the cells in `namespace` (a new one by default), `parameters` replacing the cell's."""
+    namespace = {} if namespace is None else namespace
+    for cell_id in cell_ids:
+        exec(compile(notebook_source(cell_id), f"S5.ipynb:{cell_id}", "exec"), namespace)
+        if cell_id == "parameters":
+            namespace.update(parameters)
+    return namespace
+
+
+if __name__ == "__main__":
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sys.path.insert(0, str(REPO))
+    run_cells(TRAINING_CELLS, **json.loads(sys.argv[1]))
