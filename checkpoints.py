@@ -74,9 +74,10 @@ def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu")
             "it could run that code. Load only weights files saved with save_weights (or "
             "torch.save(model.state_dict(), path)) from a source you trust."
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
         raise CheckpointError(
-            f"{path} is truncated or corrupt ({one_line(err)}). Save the weights again."
+            f"{path} is truncated or corrupt ({type(err).__name__}: {one_line(err)}). "
+            "Save it again."
         ) from err
     return obj
 

@@ -28,6 +28,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The CPU features that decide how fast the training step can go: vector width and BF16 support.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
+               "amx_tile", "asimd", "sve", "bf16")  # fmt: skip
+
+
+def cpu_identity() -> dict[str, Any]:
+    """The CPU's model name, family and model numbers and the SPEED_FLAGS it has (Linux)."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return dict(
+        model_name=cpu_model(),
+        family=fields.get("cpu family"),
+        model=fields.get("model"),
+        speed_flags=[flag for flag in SPEED_FLAGS if flag in flags],
+    )
+
+
 def git_commit() -> str | None:
     """The commit of the code that runs (with "+changes" when files differ from it), or None."""
     try:

@@ -9,7 +9,7 @@ finished run's metrics and weights are those of a run that never stopped (same s
 count, same machine). Importing this module does nothing.
 """
 
-import os
+import hashlib
 import random
 import warnings
 from datetime import datetime
@@ -24,7 +24,7 @@ import checkpoints
 import provenance
 import runs
 from files import save_json
-from parameters import PARAMETER_RULES, normalized
+from parameters import normalized
 
 # Bumped when what resume.pt holds changes, so an older file is refused by name, not by a KeyError.
 FORMAT = 1
@@ -36,20 +36,43 @@ TRAINING_OBJECTS = ("model", "optimizer", "scheduler", "ema_model")
 
 def state(
     history: dict[str, list[float]],
+    params: dict[str, Any],
     model: nn.Module,
     optimizer: optim.Optimizer,
     scheduler: optim.lr_scheduler.LRScheduler,
     ema_model: nn.Module,
     loader: DataLoader,
 ) -> dict[str, Any]:
-    """Everything the next epoch depends on, as tensors and plain data (for torch.save)."""
+    """Everything the next epoch depends on, as tensors and plain data (for torch.save).
+
+    With it, what it belongs to: the parameters that shape training and the training data's
+    fingerprint, so a resume.pt of another run, or other data, is refused.
+    """
     objects = dict(model=model, optimizer=optimizer, scheduler=scheduler, ema_model=ema_model)
     return dict(
         format=FORMAT,
         history=history,
         rng=rng_state(loader),
+        parameters=shaping(params),
+        data=data_fingerprint(loader),
         **{name: obj.state_dict() for name, obj in objects.items()},
     )
+
+
+def shaping(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that change what is trained: all but MAY_DIFFER, as the run uses them."""
+    return {name: value for name, value in normalized(params).items() if name not in MAY_DIFFER}
+
+
+def data_fingerprint(loader: DataLoader) -> dict[str, Any]:
+    """The training set's size, steps per epoch and a digest of its labels and middle rows."""
+    dataset = loader.dataset
+    found = dict(images=len(dataset), steps_per_epoch=len(loader))
+    if isinstance(getattr(dataset, "images", None), torch.Tensor):
+        digest = hashlib.sha256(dataset.labels.cpu().numpy().tobytes())
+        digest.update(dataset.images[:, dataset.images.shape[1] // 2].cpu().numpy().tobytes())
+        found["digest"] = digest.hexdigest()
+    return found
 
 
 def rng_state(loader: DataLoader) -> dict[str, Any]:
@@ -84,10 +107,14 @@ def check_resumable(params: dict[str, Any]) -> None:
     if folder is None:
         return
     run_dir = Path(folder)
+    if run_dir.is_file():
+        raise ValueError(
+            f"RESUME = {str(folder)!r} is a file: give the run folder, such as {run_dir.parent}."
+        )
     if not (run_dir / runs.PARAMS_FILE).is_file():
         raise ValueError(
-            f"RESUME = {str(folder)!r} is not a run folder (it has no {runs.PARAMS_FILE}): give "
-            "the folder of the run to go on with, e.g. "
+            f"RESUME = {str(folder)!r} ({run_dir.resolve()}) is not a run folder: it has no "
+            f"{runs.PARAMS_FILE}. Give the folder of the run to go on with, e.g. "
             f"{Path(params['OUTPUT_DIR']) / '20261130-120000_c16-32-64-128_ep20_seed1'}."
         )
     if not (run_dir / runs.RESUME_FILE).is_file():
@@ -96,33 +123,61 @@ def check_resumable(params: dict[str, Any]) -> None:
             "of the notebook from before resuming, or copied without it). Set RESUME = None to "
             "start a new run."
         )
-    saved = normalized(runs.read_params(run_dir)["parameters"])
-    differ = [
-        name
-        for name in PARAMETER_RULES
-        if name not in MAY_DIFFER and params[name] != saved.get(name, "(not recorded)")
-    ]
+    recorded = normalized(runs.read_params(run_dir)["parameters"])
+    unknown = [name for name in shaping(params) if name not in recorded]
+    if unknown:
+        raise ValueError(
+            f"{run_dir / runs.PARAMS_FILE} does not record {', '.join(unknown)}: the run was "
+            "made by another version of the notebook and cannot go on exactly. Set RESUME = None "
+            "to start a new run."
+        )
+    differ = differences(shaping(params), recorded, "here", "there")
     if differ:
         raise ValueError(
-            f"RESUME goes on with {run_dir} as it started, but "
-            + ", ".join(f"{n} is {params[n]!r} here and {saved.get(n)!r} there" for n in differ)
-            + ". Set the parameters cell back to the run's values, or set RESUME = None to start "
-            "a new run with these."
+            f"RESUME goes on with {run_dir} as it started, but {differ}. Set the parameters cell "
+            "back to the run's values, or set RESUME = None to start a new run with these."
         )
 
 
-def load_state(run_dir: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
-    """The run's resume.pt, read safely and checked against `model`."""
-    path = Path(run_dir) / runs.RESUME_FILE
-    saved = checkpoints.load_file(path)
-    expected = {"format", "history", "rng", *TRAINING_OBJECTS}
+def differences(mine: dict[str, Any], other: dict[str, Any], this: str, that: str) -> str:
+    """ "EPOCHS is 5 here and 3 there, ..." for each value of `mine` that `other` has otherwise."""
+    return ", ".join(
+        f"{name} is {value!r} {this} and {other.get(name)!r} {that}"
+        for name, value in mine.items()
+        if value != other.get(name)
+    )
+
+
+def load_state(run_dir: Path, params: dict[str, Any], model: nn.Module, loader) -> dict[str, Any]:
+    """The run's resume.pt, read safely and checked to belong to this run and this data."""
+    path = run_dir / runs.RESUME_FILE
+    try:
+        saved = checkpoints.load_file(path)
+    except (checkpoints.CheckpointError, OSError) as err:
+        raise checkpoints.CheckpointError(
+            f"{path} cannot be used to resume: {err} Resuming needs the {runs.RESUME_FILE} the "
+            "run wrote; without it, set RESUME = None to start a new run."
+        ) from err
+    expected = {"format", "history", "rng", "parameters", "data", *TRAINING_OBJECTS}
     if not isinstance(saved, dict) or saved.get("format") != FORMAT or expected - saved.keys():
         raise checkpoints.CheckpointError(
             f"{path} is not a resume file this notebook wrote (format {FORMAT}, with "
             f"{', '.join(sorted(expected))}), so the run cannot go on exactly. Set RESUME = None "
             "to start a new run."
         )
-    checkpoints.check_state_dict(model, saved["model"], path)
+    differ = differences(shaping(params), saved["parameters"], "for this run", "in it")
+    if differ:
+        raise checkpoints.CheckpointError(
+            f"{path} belongs to another run: {differ}. Put back the run's own {runs.RESUME_FILE}, "
+            "or set RESUME = None to start a new run."
+        )
+    data = data_fingerprint(loader)
+    if saved["data"] != data:
+        raise checkpoints.CheckpointError(
+            f"The training data now ({data['images']} images, {data['steps_per_epoch']} steps an "
+            f"epoch) is not the data {run_dir} was trained on ({saved['data']['images']} images, "
+            f"{saved['data']['steps_per_epoch']} steps): point DATA_DIR at that run's data."
+        )
     return saved
 
 
@@ -136,28 +191,39 @@ def resume_run(
 ) -> tuple[Path, dict[str, list[float]]]:
     """Put back the state of params["RESUME"] after its last finished epoch; (run folder, history).
 
-    The folder's weights and metrics.json are written again from that state, so a run stopped
-    between two of its saves is whole again before training goes on.
+    When a hard stop came between two of the run's saves, its weights and metrics.json are
+    written again from that state, so the run is whole again before training goes on.
     """
     check_resumable(params)
     run_dir = Path(params["RESUME"])
-    saved = load_state(run_dir, model)
+    saved = load_state(run_dir, params, model, loader)
     objects = dict(model=model, optimizer=optimizer, scheduler=scheduler, ema_model=ema_model)
     for name, obj in objects.items():
         obj.load_state_dict(saved[name])
     set_rng_state(saved["rng"], loader)
     history = saved["history"]
-    for leftover in run_dir.glob(".*.tmp"):  # from saves a hard stop cut short
-        leftover.unlink()
-    if history["test_acc"]:
-        again = state(history, **objects, loader=loader)
+    for name in (runs.PARAMS_FILE, runs.METRICS_FILE, runs.WEIGHTS_FILE, runs.RESUME_FILE):
+        for leftover in run_dir.glob(f".{name}.*.tmp"):  # from a save a hard stop cut short
+            leftover.unlink()
+    if history["test_acc"] and not is_whole(run_dir, len(history["test_acc"])):
+        again = state(history, params, **objects, loader=loader)
         runs.save_epoch(run_dir, history, ema_model.module, params["EPOCHS"], again)
-    note_resumed(run_dir, len(history["test_acc"]))
+    note_resumed(run_dir, len(history["test_acc"]), params)
     return run_dir, history
 
 
-def note_resumed(run_dir: Path, epochs_done: int) -> None:
-    """Add when, after which epoch and how the run was resumed to its params.json."""
+def is_whole(run_dir: Path, epochs: int) -> bool:
+    """Whether the run's metrics.json counts `epochs` epochs and its weights are the ones saved."""
+    try:
+        run = runs.read_run(run_dir)
+        runs.check_weights_match(run)
+    except runs.RunFolderError:
+        return False
+    return run["metrics"] is not None and run["metrics"]["epochs_done"] == epochs
+
+
+def note_resumed(run_dir: Path, epochs_done: int, params: dict[str, Any]) -> None:
+    """Add when, after which epoch, how and with which data the run was resumed to params.json."""
     info = runs.read_params(run_dir)
     if info.get("threads") != torch.get_num_threads():
         warnings.warn(
@@ -172,6 +238,7 @@ def note_resumed(run_dir: Path, epochs_done: int) -> None:
         threads=torch.get_num_threads(),
         cpu=provenance.cpu_model(),
         git_commit=provenance.git_commit(),
+        **{name: None if params[name] is None else str(params[name]) for name in MAY_DIFFER},
     )
     info["resumed"] = [*info.get("resumed", []), resumed]
     save_json(info, run_dir / runs.PARAMS_FILE)

@@ -180,6 +180,7 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     info = read_params(run_dir)
+    info["name"] = run_dir.name  # a copied or renamed folder is known by its own name
     metrics_path = run_dir / METRICS_FILE
     info["metrics"] = _read_json(metrics_path, METRICS_KEYS) if metrics_path.exists() else None
     if info["metrics"] is not None and not info["metrics"]["history"].get("test_acc"):

@@ -385,11 +385,11 @@ def test_any_order_users_run_the_cells_in_stays_right(tiny_root, tmp_path):
             [error] = errors(s.run(cid))
             assert error.ename == "StaleCellError" and "run the training cell" in error.evalue
 
-        # Stopped in epoch 1, then the cells below: the folder holds only params.json.
+        # Stopped in epoch 1, then the cells below: the folder holds params.json and resume.pt.
         s.code(fault_after(0, "raise KeyboardInterrupt"))
         training = s.run("training")
         assert "Interrupted: the 0 finished epochs" in text(training)
         [error] = errors(s.run("curves"))
         assert "run the training cell" in error.evalue
         stopped = runs.list_runs(out)[-1]
-        assert sorted(p.name for p in stopped["path"].iterdir()) == ["params.json"]
+        assert sorted(p.name for p in stopped["path"].iterdir()) == ["params.json", "resume.pt"]

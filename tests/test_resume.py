@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,6 +172,8 @@ def test_resume_refuses_other_parameters_naming_each_and_the_fix(settings, refer
 def test_resume_refuses_what_is_no_run_or_cannot_go_on(settings, reference, tmp_path):
     with pytest.raises(ValueError, match="is not a run folder"):
         train(**settings, RESUME=str(tmp_path))
+    with pytest.raises(ValueError, match=f"is a file: give the run folder, such as {reference}"):
+        train(**settings, RESUME=str(reference / runs.PARAMS_FILE))
     (reference / runs.RESUME_FILE).unlink()
     with pytest.raises(ValueError, match="has no resume.pt.*RESUME = None"):
         train(**settings, RESUME=str(reference))
@@ -180,6 +183,53 @@ def test_a_resume_file_from_elsewhere_is_refused(settings, reference):
     torch.save({"model": {}}, reference / runs.RESUME_FILE)
     with pytest.raises(resume.checkpoints.CheckpointError, match="not a resume file"):
         train(**settings, RESUME=str(reference))
+
+
+@pytest.mark.parametrize("other", [dict(SEED=7), dict(LEARNING_RATE=0.01), dict(EPOCHS=2)])
+def test_the_resume_file_of_another_run_is_refused_naming_the_difference(
+    settings, reference, tmp_path, other
+):
+    another = run_never_stopped({**settings, **other}, tmp_path / "another")
+    shutil.copy(another / runs.RESUME_FILE, reference / runs.RESUME_FILE)
+    name, value = next(iter(other.items()))
+    with pytest.raises(
+        resume.checkpoints.CheckpointError,
+        match=rf"belongs to another run: {name} is .* {value!r} in it",
+    ):
+        train(**settings, RESUME=str(reference))
+
+
+def test_other_training_data_is_refused_on_resume(settings, reference, tmp_path):
+    make_tiny_mnist(tmp_path / "other", seed=5)  # same size, other images
+    with pytest.raises(resume.checkpoints.CheckpointError, match="point DATA_DIR at that run's"):
+        train(**{**settings, "DATA_DIR": str(tmp_path / "other")}, RESUME=str(reference))
+
+
+@pytest.mark.parametrize("cut", [0, 0.5], ids=["empty", "half"])
+def test_a_truncated_resume_file_is_named_with_what_to_do(settings, reference, cut):
+    path = reference / runs.RESUME_FILE
+    path.write_bytes(path.read_bytes()[: int(cut * path.stat().st_size)])
+    with pytest.raises(resume.checkpoints.CheckpointError, match="cannot be used to resume.*None"):
+        train(**settings, RESUME=str(reference))
+
+
+def test_resuming_a_finished_and_analysed_run_keeps_every_result(settings, reference):
+    runs.save_final(reference, tta_shift=1, final_test_acc=12.5)
+    before = runs.read_run(reference)["metrics"]
+    (reference / ".my notes.tmp").write_text("mine")
+    train(**settings, RESUME=str(reference))
+    assert runs.read_run(reference)["metrics"] == before
+    assert (reference / ".my notes.tmp").read_text() == "mine"
+
+
+def test_the_last_cell_compares_the_runs_beside_a_run_resumed_from_another_output_dir(
+    settings, reference, tmp_path, capsys
+):
+    namespace = train(
+        **{**settings, "OUTPUT_DIR": str(tmp_path / "elsewhere")}, RESUME=str(reference)
+    )
+    run_cells(["compare-runs"], namespace)
+    assert reference.name in capsys.readouterr().out
 
 
 def test_resume_state_loads_with_weights_only_and_the_weights_stay_a_state_dict(reference):

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -124,3 +125,10 @@ def test_old_run_folders_without_a_weights_digest_still_load(params):
     x = torch.randn(2, 1, 28, 28)
     torch.testing.assert_close(runs.load_model(run_dir)(x), model(x))
     assert os.access(run_dir / runs.WEIGHTS_FILE, os.R_OK)
+
+
+def test_a_copied_run_folder_is_listed_by_its_own_name(params, model):
+    run_dir = fake_run(params, model, [98.0])
+    copy = run_dir.with_name(run_dir.name + "-copy")
+    shutil.copytree(run_dir, copy)
+    assert [r["name"] for r in runs.list_runs(params["OUTPUT_DIR"])] == [run_dir.name, copy.name]

@@ -1,0 +1,194 @@
+"""How close the training step comes to what this machine can compute: a roofline, measured.
+
+    python -m benchmarks.roofline            # measure; print the table; keep it in results.json
+    python -m benchmarks.roofline --quick    # a few steps of each, to check that it runs
+
+Measures, with the thread count the notebook uses: the GFLOP/s of a large fp32 and bf16 matrix
+multiply (the machine's practical ceiling for each precision), and for each model setting (the
+default and the two parameter budgets) the arithmetic of one training step of BATCH_SIZE images
+(forward and backward, counted by torch.utils.flop_counter) and the GFLOP/s a bare training step
+(forward, loss, backward, SGD step) achieves in each precision and memory layout. The result goes
+under "roofline" in benchmarks/results.json, with the CPU's identity; docs/results.md explains it.
+"""
+
+import argparse
+import inspect
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks import common
+from benchmarks.budgets import SETTINGS
+from files import save_json
+from model import MNISTNet
+from provenance import REPO, cpu_identity, provenance
+
+RESULTS = REPO / "benchmarks" / "results.json"
+BATCH_SIZE = 128  # the notebook's
+STEPS_PER_EPOCH = -(-common.FULL_EPOCH // BATCH_SIZE)
+DEFAULTS = inspect.signature(MNISTNet).parameters  # the notebook's defaults are the model's
+MODELS = {
+    "default": dict(channels=DEFAULTS["channels"].default, dropout=DEFAULTS["dropout"].default),
+    **{
+        f"< {name}": dict(channels=values["CHANNELS"], dropout=values["DROPOUT"])
+        for name, (_, values) in SETTINGS.items()
+    },
+}
+# (precision, memory layout) pairs tried for every model; with --compile, also each compiled.
+MODES = [("fp32", "nchw"), ("fp32", "channels_last"), ("bf16", "nchw"), ("bf16", "channels_last")]
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
+    """GFLOP/s of an n x n matrix multiply in `dtype`, the best of repeated timings."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def make_step(model, precision):
+    """A bare training step: forward, negative log-likelihood, backward, Nesterov SGD."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+
+    def step(images, labels):
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(precision):
+            loss = F.nll_loss(model(images), labels)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def autocast(precision):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def step_flops(config: dict[str, Any]) -> int:
+    """Floating-point operations of one training step's forward and backward pass."""
+    model = MNISTNet(**config).train()
+    images = torch.randn(BATCH_SIZE, 1, 28, 28)
+    with FlopCounterMode(display=False) as counter:
+        F.nll_loss(model(images), torch.randint(0, 10, (BATCH_SIZE,))).backward()
+    return counter.get_total_flops()
+
+
+def step_seconds(config, precision, layout, steps, compiled=False):
+    """The median time of `steps` training steps, after a warm-up (and compiling)."""
+    torch.manual_seed(0)
+    model = MNISTNet(**config).train()
+    if compiled:
+        model = torch.compile(model)
+    images = torch.randn(BATCH_SIZE, 1, 28, 28)
+    if layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (BATCH_SIZE,))
+    step = make_step(model, precision)
+    for _ in range(5):
+        step(images, labels)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step(images, labels)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def measure(steps: int, matmul_s: float, compile_too: bool = False) -> dict[str, Any]:
+    peaks = {
+        "fp32": matmul_gflops(torch.float32, seconds=matmul_s),
+        "bf16": matmul_gflops(torch.bfloat16, seconds=matmul_s),
+    }
+    models = {}
+    for name, config in MODELS.items():
+        flops = step_flops(config)
+        modes = {}
+        tried = [(p, m, False) for p, m in MODES]
+        tried += [(p, m, True) for p, m in MODES] if compile_too else []
+        for precision, layout, compiled in tried:
+            seconds = step_seconds(config, precision, layout, steps, compiled)
+            gflops = flops / seconds / 1e9
+            mode = f"{precision} {layout}" + (" compiled" if compiled else "")
+            modes[mode] = dict(
+                step_ms=1000 * seconds,
+                gflops=gflops,
+                share_of_matmul=gflops / peaks[precision],
+                epoch_of_steps_s=seconds * STEPS_PER_EPOCH,
+            )
+            print(
+                f"{name:8} {precision} {layout:13} {1000 * seconds:6.1f} ms, {gflops:5.0f} GFLOP/s"
+            )
+        models[name] = dict(
+            channels=config["channels"],
+            step_gflop=flops / 1e9,
+            epoch_tflop=flops * STEPS_PER_EPOCH / 1e12,
+            modes=modes,
+        )
+    return dict(
+        cpu=cpu_identity(),
+        batch_size=BATCH_SIZE,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        matmul_gflops=peaks,
+        models=models,
+    )
+
+
+def markdown_table(roofline: dict[str, Any]) -> str:
+    peaks = roofline["matmul_gflops"]
+    rows = [["2048x2048 matrix multiply", "-", f"{peaks['fp32']:.0f}", f"{peaks['bf16']:.0f}"]]
+    for name, model in roofline["models"].items():
+        for layout in ("nchw", "channels_last"):
+            fp32, bf16 = (model["modes"][f"{p} {layout}"] for p in ("fp32", "bf16"))
+            rows.append(
+                [
+                    f"{name}, {layout.replace('_', '-')}",
+                    f"{model['epoch_tflop']:.2f}",
+                    f"{fp32['gflops']:.0f} ({fp32['share_of_matmul']:.0%}), "
+                    f"{fp32['epoch_of_steps_s']:.1f} s",
+                    f"{bf16['gflops']:.0f} ({bf16['share_of_matmul']:.0%}), "
+                    f"{bf16['epoch_of_steps_s']:.1f} s",
+                ]
+            )
+    header = [
+        "what",
+        "TFLOP per epoch",
+        "fp32 GFLOP/s (share of the multiply), an epoch of steps",
+        "bf16 autocast: the same",
+    ]
+    return common.markdown_table(header, rows, "lrrr")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps, to check that it runs")
+    parser.add_argument("--out", default=RESULTS, help="the JSON file to keep it in")
+    parser.add_argument("--compile", action="store_true", help="also each mode torch.compile'd")
+    args = parser.parse_args()
+    found = provenance()
+    roofline = measure(
+        steps=5 if args.quick else 60, matmul_s=0.2 if args.quick else 3.0, compile_too=args.compile
+    )
+    roofline["provenance"] = found
+    roofline["quick"] = args.quick
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    save_json({**results, "roofline": roofline}, out)
+    print(markdown_table(roofline))
+
+
+if __name__ == "__main__":
+    main()
