@@ -7,7 +7,7 @@ Measures, with the thread count the notebook uses: the GFLOP/s of a large fp32 a
 multiply (the machine's practical ceiling for each precision), and for each model setting (the
 default and the two parameter budgets) the arithmetic of one training step of BATCH_SIZE images
 (forward and backward, counted by torch.utils.flop_counter) and the GFLOP/s a bare training step
-(forward, loss, backward, SGD step) achieves in each precision and memory layout. The result goes
+(forward, loss, backward, SGD step) achieves in each precision, compiled or not. The result goes
 under "roofline" in benchmarks/results.json, with the CPU's identity; docs/results.md explains it.
 """
 
@@ -40,9 +40,9 @@ MODELS = {
         for name, (_, values) in SETTINGS.items()
     },
 }
-# (precision, memory layout) pairs tried for every model; with --compile, also channels-last
-# compiled in both precisions.
-MODES = [("fp32", "nchw"), ("fp32", "channels_last"), ("bf16", "nchw"), ("bf16", "channels_last")]
+# The modes tried for every model: each precision as it is, and with --compile also compiled.
+# (The model always runs channels-last: its forward() converts the input, so no layout is tried.)
+PRECISIONS = ("fp32", "bf16")
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
@@ -87,17 +87,13 @@ def step_flops(config: dict[str, Any]) -> int:
     return counter.get_total_flops()
 
 
-def step_seconds(config, precision, layout, steps, compiled=False):
+def step_seconds(config, precision, steps, compiled=False):
     """The median time of `steps` training steps, after a warm-up (and compiling)."""
     torch.manual_seed(0)
     model = MNISTNet(**config).train()
     if compiled:
         model = torch.compile(model)
-    images = torch.randn(BATCH_SIZE, 1, 28, 28)
-    if layout == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (BATCH_SIZE,))
+    images, labels = torch.randn(BATCH_SIZE, 1, 28, 28), torch.randint(0, 10, (BATCH_SIZE,))
     step = make_step(model, precision)
     for _ in range(5):
         step(images, labels)
@@ -118,19 +114,18 @@ def measure(steps: int, matmul_s: float, compile_too: bool = False) -> dict[str,
     for name, config in MODELS.items():
         flops = step_flops(config)
         modes = {}
-        tried = [(p, m, False) for p, m in MODES]
-        tried += [(p, "channels_last", True) for p in ("fp32", "bf16")] if compile_too else []
-        for precision, layout, compiled in tried:
-            seconds = step_seconds(config, precision, layout, steps, compiled)
+        tried = [(p, False) for p in PRECISIONS] + [(p, True) for p in PRECISIONS] * compile_too
+        for precision, compiled in tried:
+            seconds = step_seconds(config, precision, steps, compiled)
             gflops = flops / seconds / 1e9
-            mode = f"{precision} {layout}" + (" compiled" if compiled else "")
+            mode = precision + (" compiled" if compiled else "")
             modes[mode] = dict(
                 step_ms=1000 * seconds,
                 gflops=gflops,
                 share_of_matmul=gflops / peaks[precision],
                 epoch_of_steps_s=seconds * STEPS_PER_EPOCH,
             )
-            print(f"{name:8} {mode:27} {1000 * seconds:6.1f} ms, {gflops:5.0f} GFLOP/s")
+            print(f"{name:8} {mode:14} {1000 * seconds:6.1f} ms, {gflops:5.0f} GFLOP/s")
         models[name] = dict(
             channels=config["channels"],
             step_gflop=flops / 1e9,
@@ -147,26 +142,26 @@ def measure(steps: int, matmul_s: float, compile_too: bool = False) -> dict[str,
 
 
 def markdown_table(roofline: dict[str, Any]) -> str:
+    """Each model's arithmetic and, per mode, its GFLOP/s, share of the multiply and epoch time."""
     peaks = roofline["matmul_gflops"]
-    rows = [["2048x2048 matrix multiply", "-", f"{peaks['fp32']:.0f}", f"{peaks['bf16']:.0f}"]]
+    rows = [[f"2048x2048 matrix multiply, {p}", "-", "-", f"{peaks[p]:.0f}"] for p in PRECISIONS]
+    modes = list(next(iter(roofline["models"].values()))["modes"])
     for name, model in roofline["models"].items():
-        for layout in ("nchw", "channels_last"):
-            fp32, bf16 = (model["modes"][f"{p} {layout}"] for p in ("fp32", "bf16"))
+        for mode in modes:
+            m = model["modes"][mode]
             rows.append(
                 [
-                    f"{name}, {layout.replace('_', '-')}",
+                    f"{name}, {mode}",
                     f"{model['epoch_tflop']:.2f}",
-                    f"{fp32['gflops']:.0f} ({fp32['share_of_matmul']:.0%}), "
-                    f"{fp32['epoch_of_steps_s']:.1f} s",
-                    f"{bf16['gflops']:.0f} ({bf16['share_of_matmul']:.0%}), "
-                    f"{bf16['epoch_of_steps_s']:.1f} s",
+                    f"{m['epoch_of_steps_s']:.1f}",
+                    f"{m['gflops']:.0f} ({m['share_of_matmul']:.0%})",
                 ]
             )
     header = [
         "what",
         "TFLOP per epoch",
-        "fp32 GFLOP/s (share of the multiply), an epoch of steps",
-        "bf16 autocast: the same",
+        "an epoch of bare steps (s)",
+        "GFLOP/s (share of the multiply in that precision)",
     ]
     return common.markdown_table(header, rows, "lrrr")
 

@@ -4,6 +4,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 import parameters
 import runs
@@ -130,3 +131,25 @@ def test_the_recorded_budget_runs_are_these_settings_and_the_docs_show_them():
     docs = (REPO / "docs" / "budgets.md").read_text()
     for row in budgets.markdown_table(recorded["summary"]).splitlines()[2:]:
         assert row in docs, "docs/budgets.md's table is not the one budgets.json gives"
+
+
+def test_the_roofline_counts_the_backward_pass_and_tables_every_mode(tmp_path, monkeypatch):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks import roofline
+
+    config = roofline.MODELS["< 8k"]
+    model = MNISTNet(**config).train()
+    with FlopCounterMode(display=False) as forward:
+        model(torch.randn(roofline.BATCH_SIZE, 1, 28, 28))
+    # The backward pass costs about twice the forward (gradients of inputs and of weights).
+    assert 2.5 < roofline.step_flops(config) / forward.get_total_flops() < 3.5
+    monkeypatch.setattr(roofline, "MODELS", {"< 8k": config})
+    monkeypatch.setattr(sys, "argv", ["roofline", "--quick", "--out", str(tmp_path / "r.json")])
+    roofline.main()
+    found = json.loads((tmp_path / "r.json").read_text())["roofline"]
+    assert found["cpu"]["model_name"] and set(found["matmul_gflops"]) == {"fp32", "bf16"}
+    modes = found["models"]["< 8k"]["modes"]
+    assert set(modes) == {"fp32", "bf16"} and all(m["gflops"] > 0 for m in modes.values())
+    table = roofline.markdown_table(found)
+    assert "< 8k, bf16" in table and "2048x2048 matrix multiply, fp32" in table
