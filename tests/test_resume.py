@@ -179,6 +179,14 @@ def test_resume_refuses_what_is_no_run_or_cannot_go_on(settings, reference, tmp_
         train(**settings, RESUME=str(reference))
 
 
+def test_a_run_from_a_version_that_lacked_a_parameter_is_refused_saying_so(settings, reference):
+    info = runs.read_params(reference)
+    del info["parameters"]["WARMUP"]
+    (reference / runs.PARAMS_FILE).write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="does not record WARMUP: the run was made by another"):
+        train(**settings, RESUME=str(reference))
+
+
 def test_a_resume_file_from_elsewhere_is_refused(settings, reference):
     torch.save({"model": {}}, reference / runs.RESUME_FILE)
     with pytest.raises(resume.checkpoints.CheckpointError, match="not a resume file"):
