@@ -77,12 +77,17 @@ def data_fingerprint(loader: DataLoader) -> dict[str, Any]:
 
 def rng_state(loader: DataLoader) -> dict[str, Any]:
     """The state of every random generator training draws from."""
+    accelerator = current_accelerator()
     return dict(
         torch=torch.get_rng_state(),
         python=random.getstate(),
         loader=None if loader.generator is None else loader.generator.get_state(),
-        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-        mps=torch.mps.get_rng_state() if torch.backends.mps.is_available() else None,
+        accelerator=None
+        if accelerator is None
+        else dict(
+            device=accelerator.type,
+            state=torch.get_device_module(accelerator).get_rng_state(),
+        ),
     )
 
 
@@ -91,10 +96,15 @@ def set_rng_state(saved: dict[str, Any], loader: DataLoader) -> None:
     random.setstate(saved["python"])
     if loader.generator is not None and saved["loader"] is not None:
         loader.generator.set_state(saved["loader"])
-    if saved["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda"])
-    if saved["mps"] is not None and torch.backends.mps.is_available():
-        torch.mps.set_rng_state(saved["mps"])
+    accelerator = current_accelerator()
+    before = saved["accelerator"]
+    if before is not None and accelerator is not None and before["device"] == accelerator.type:
+        torch.get_device_module(accelerator).set_rng_state(before["state"])
+
+
+def current_accelerator() -> torch.device | None:
+    """The accelerator (CUDA, MPS, XPU, ...) training runs on, as utils.get_device picks it."""
+    return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
 
 
 def check_resumable(params: dict[str, Any]) -> None:
@@ -148,7 +158,9 @@ def differences(mine: dict[str, Any], other: dict[str, Any], this: str, that: st
     )
 
 
-def load_state(run_dir: Path, params: dict[str, Any], model: nn.Module, loader) -> dict[str, Any]:
+def load_state(
+    run_dir: Path, params: dict[str, Any], model: nn.Module, loader: DataLoader
+) -> dict[str, Any]:
     """The run's resume.pt, read safely and checked to belong to this run and this data."""
     path = run_dir / runs.RESUME_FILE
     try:
@@ -171,13 +183,20 @@ def load_state(run_dir: Path, params: dict[str, Any], model: nn.Module, loader) 
             f"{path} belongs to another run: {differ}. Put back the run's own {runs.RESUME_FILE}, "
             "or set RESUME = None to start a new run."
         )
-    data = data_fingerprint(loader)
-    if saved["data"] != data:
-        raise checkpoints.CheckpointError(
-            f"The training data now ({data['images']} images, {data['steps_per_epoch']} steps an "
-            f"epoch) is not the data {run_dir} was trained on ({saved['data']['images']} images, "
-            f"{saved['data']['steps_per_epoch']} steps): point DATA_DIR at that run's data."
+    data, before = data_fingerprint(loader), saved["data"]
+    if data != before:
+        how = (
+            f"{data['images']} images, {data['steps_per_epoch']} steps an epoch, where it had "
+            f"{before['images']} and {before['steps_per_epoch']}"
+            if (data["images"], data["steps_per_epoch"])
+            != (before["images"], before["steps_per_epoch"])
+            else "the same number of images, but other images or labels"
         )
+        raise checkpoints.CheckpointError(
+            f"The training data now is not the data {run_dir} was trained on ({how}): point "
+            "DATA_DIR at that run's data."
+        )
+    checkpoints.check_state_dict(model, saved["model"], path)
     return saved
 
 
@@ -205,10 +224,12 @@ def resume_run(
     for name in (runs.PARAMS_FILE, runs.METRICS_FILE, runs.WEIGHTS_FILE, runs.RESUME_FILE):
         for leftover in run_dir.glob(f".{name}.*.tmp"):  # from a save a hard stop cut short
             leftover.unlink()
-    if history["test_acc"] and not is_whole(run_dir, len(history["test_acc"])):
+    done = len(history["test_acc"])
+    if done and not is_whole(run_dir, done):
         again = state(history, params, **objects, loader=loader)
         runs.save_epoch(run_dir, history, ema_model.module, params["EPOCHS"], again)
-    note_resumed(run_dir, len(history["test_acc"]), params)
+    if done < params["EPOCHS"]:
+        note_resumed(run_dir, done, params, next(model.parameters()).device)
     return run_dir, history
 
 
@@ -222,21 +243,31 @@ def is_whole(run_dir: Path, epochs: int) -> bool:
     return run["metrics"] is not None and run["metrics"]["epochs_done"] == epochs
 
 
-def note_resumed(run_dir: Path, epochs_done: int, params: dict[str, Any]) -> None:
-    """Add when, after which epoch, how and with which data the run was resumed to params.json."""
+def note_resumed(run_dir: Path, epochs_done: int, params: dict[str, Any], device) -> None:
+    """Add when, after which epoch, how and with which data the run was resumed to params.json.
+
+    Warns when the thread count, device, CPU or PyTorch differ from the run's: the results then
+    differ from those of a run never stopped in the last bits.
+    """
     info = runs.read_params(run_dir)
-    if info.get("threads") != torch.get_num_threads():
+    now = dict(
+        threads=torch.get_num_threads(),
+        device=str(device),
+        cpu=provenance.cpu_model(),
+        torch=torch.__version__,
+    )
+    changed = [f"{key} {info.get(key)!r} -> {value!r}" for key, value in now.items()
+               if info.get(key) != value]  # fmt: skip
+    if changed:
         warnings.warn(
-            f"{run_dir} was trained on {info.get('threads')} threads and goes on with "
-            f"{torch.get_num_threads()}: the results will not be bit-for-bit those of a run that "
-            "never stopped.",
+            f"{run_dir} goes on with other {', '.join(changed)}: the results will not be "
+            "bit-for-bit those of a run that never stopped.",
             stacklevel=3,
         )
     resumed = dict(
         at=datetime.now().astimezone().isoformat(timespec="seconds"),
         epochs_done=epochs_done,
-        threads=torch.get_num_threads(),
-        cpu=provenance.cpu_model(),
+        **now,
         git_commit=provenance.git_commit(),
         **{name: None if params[name] is None else str(params[name]) for name in MAY_DIFFER},
     )

@@ -139,22 +139,22 @@ def get_data_loaders(
         collate_fn=keep_batch,
         # Pinned memory only helps copies from the CPU to a CUDA device.
         pin_memory=device.type == "cpu" and torch.cuda.is_available(),
+        # Workers started afresh for each pass draw their seeds from the loader's generator (the
+        # global one for the test loader), so a resumed run (resume.py puts the generators back)
+        # draws every random number as a run that never stopped.
+        persistent_workers=False,
     )
     train_loader = DataLoader(
         MNISTBatches(*splits[True], train_transform(augment, rotation, shift, zoom)),
         batch_size=batch_size,
         shuffle=True,
         generator=generator,
-        # Workers started afresh each epoch draw their seeds from `generator`, so a resumed run
-        # (resume.py puts the generator back) augments as one that never stopped.
-        persistent_workers=False,
         **common,
     )
     test_loader = DataLoader(
         MNISTBatches(*splits[False], test_transform()),
         batch_size=test_batch_size,
         shuffle=False,
-        persistent_workers=num_workers > 0,
         **common,
     )
     return train_loader, test_loader

@@ -14,6 +14,7 @@ under "roofline" in benchmarks/results.json, with the CPU's identity; docs/resul
 import argparse
 import inspect
 import json
+import statistics
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,6 +31,7 @@ from model import MNISTNet
 from provenance import REPO, cpu_identity, provenance
 
 RESULTS = REPO / "benchmarks" / "results.json"
+QUICK_OUT = REPO / "outputs" / "roofline-quick.json"  # a check that it runs, never a result
 BATCH_SIZE = 128  # the notebook's
 STEPS_PER_EPOCH = -(-common.FULL_EPOCH // BATCH_SIZE)
 DEFAULTS = inspect.signature(MNISTNet).parameters  # the notebook's defaults are the model's
@@ -102,7 +104,7 @@ def step_seconds(config, precision, steps, compiled=False):
         start = time.perf_counter()
         step(images, labels)
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
 
 
 def measure(steps: int, matmul_s: float, compile_too: bool = False) -> dict[str, Any]:
@@ -114,7 +116,9 @@ def measure(steps: int, matmul_s: float, compile_too: bool = False) -> dict[str,
     for name, config in MODELS.items():
         flops = step_flops(config)
         modes = {}
-        tried = [(p, False) for p in PRECISIONS] + [(p, True) for p in PRECISIONS] * compile_too
+        tried = [(p, False) for p in PRECISIONS]
+        if compile_too:
+            tried += [(p, True) for p in PRECISIONS]
         for precision, compiled in tried:
             seconds = step_seconds(config, precision, steps, compiled)
             gflops = flops / seconds / 1e9
@@ -169,8 +173,10 @@ def markdown_table(roofline: dict[str, Any]) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few steps, to check that it runs")
-    parser.add_argument("--out", default=RESULTS, help="the JSON file to keep it in")
-    parser.add_argument("--compile", action="store_true", help="also channels-last compiled")
+    parser.add_argument(
+        "--out", help="the JSON file to keep it in (default: results.json; --quick: outputs/)"
+    )
+    parser.add_argument("--compile", action="store_true", help="also each precision compiled")
     args = parser.parse_args()
     found = provenance()
     roofline = measure(
@@ -178,7 +184,7 @@ def main():
     )
     roofline["provenance"] = found
     roofline["quick"] = args.quick
-    out = Path(args.out)
+    out = Path(args.out or (QUICK_OUT if args.quick else RESULTS))
     results = json.loads(out.read_text()) if out.exists() else {}
     save_json({**results, "roofline": roofline}, out)
     print(markdown_table(roofline))

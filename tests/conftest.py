@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 import torch
-from notebook_cells import NOTEBOOK, notebook_source  # noqa: F401 (tests import them here)
+from notebook_cells import notebook_source
 
 import runs
 from model import MNISTNet

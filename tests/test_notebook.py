@@ -13,11 +13,12 @@ import papermill
 import pytest
 import torch
 from nbclient import NotebookClient
+from notebook_cells import NOTEBOOK
 
 import comparison
 import parameters
 import runs
-from conftest import NOTEBOOK, REPO
+from conftest import REPO
 
 
 def smoke_parameters(data_dir, output_dir, epochs=2, **extra):
