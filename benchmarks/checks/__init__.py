@@ -1,0 +1,1 @@
+"""One-off checks behind figures in the docs, with the files they wrote."""
