@@ -44,7 +44,7 @@ class MNISTNet(nn.Module):
     (N, 10) log-probabilities, so pair it with F.nll_loss.
     """
 
-    def __init__(self, channels: Channels = (16, 32, 64, 128), dropout: float = 0.2):
+    def __init__(self, channels: Channels = (16, 32, 64, 128), dropout: float = 0.0):
         super().__init__()
         # block1, block2, ... in order (the names the default network's checkpoints have),
         # grouped by the resolution they run at.

@@ -109,7 +109,7 @@ def test_a_tiny_run_records_every_epoch_of_all_three(
 def test_each_budget_setting_stays_under_its_budget():
     assert set(budgets.SETTINGS) == {"20k", "8k"}
     for name, (budget, values) in budgets.SETTINGS.items():
-        model = MNISTNet(channels=values["CHANNELS"], dropout=values.get("DROPOUT", 0.2))
+        model = MNISTNet(channels=values["CHANNELS"], dropout=values["DROPOUT"])
         assert count_parameters(model) < budget, name
         assert values["EPOCHS"] <= 15, name
 
