@@ -48,7 +48,7 @@ def state(
     With it, what it belongs to: the parameters that shape training and the training data's
     fingerprint, so a resume.pt of another run, or other data, is refused.
     """
-    objects = dict(model=model, optimizer=optimizer, scheduler=scheduler, ema_model=ema_model)
+    objects = training_objects(model, optimizer, scheduler, ema_model)
     return dict(
         format=FORMAT,
         history=history,
@@ -57,6 +57,11 @@ def state(
         data=data_fingerprint(loader),
         **{name: obj.state_dict() for name, obj in objects.items()},
     )
+
+
+def training_objects(*objects) -> dict[str, Any]:
+    """{name in TRAINING_OBJECTS: object}, for the model, optimizer, scheduler and ema_model."""
+    return dict(zip(TRAINING_OBJECTS, objects, strict=True))
 
 
 def shaping(params: dict[str, Any]) -> dict[str, Any]:
@@ -216,8 +221,7 @@ def resume_run(
     check_resumable(params)
     run_dir = Path(params["RESUME"])
     saved = load_state(run_dir, params, model, loader)
-    objects = dict(model=model, optimizer=optimizer, scheduler=scheduler, ema_model=ema_model)
-    for name, obj in objects.items():
+    for name, obj in training_objects(model, optimizer, scheduler, ema_model).items():
         obj.load_state_dict(saved[name])
     set_rng_state(saved["rng"], loader)
     history = saved["history"]
@@ -225,9 +229,8 @@ def resume_run(
         for leftover in run_dir.glob(f".{name}.*.tmp"):  # from a save a hard stop cut short
             leftover.unlink()
     done = len(history["test_acc"])
-    if done and not is_whole(run_dir, done):
-        again = state(history, params, **objects, loader=loader)
-        runs.save_epoch(run_dir, history, ema_model.module, params["EPOCHS"], again)
+    if done and not is_whole(run_dir, done):  # what was loaded is what state() would give now
+        runs.save_epoch(run_dir, history, ema_model.module, params["EPOCHS"], saved)
     if done < params["EPOCHS"]:
         note_resumed(run_dir, done, params, next(model.parameters()).device)
     return run_dir, history
