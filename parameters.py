@@ -72,6 +72,7 @@ PARAMETER_RULES = {
     "WEIGHT_DECAY": (_fraction, "a number in [0, 1)"),
     "WARMUP": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "EMA_DECAY": (_fraction, "a number in [0, 1)"),
+    "LABEL_SMOOTHING": (_fraction, "a number in [0, 1)"),
     "EPOCHS": (_positive_int, "a positive int"),
     "CHANNELS": (
         _channels,
