@@ -92,6 +92,14 @@ PARAMETER_RULES = {
     "SMOKE": (lambda v: isinstance(v, bool), "True or False"),
     "RESUME": (lambda v: v is None or _folder(v), "None or the folder of a run to go on with"),
 }
+# Parameters added after runs were first saved, with the value that trains as the notebook did
+# before: a run folder (or resume.pt) that does not record one of them was trained with this.
+ADDED_LATER = {"LABEL_SMOOTHING": 0.0}
+
+
+def with_added_later(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's recorded parameters, with those it predates at the value it was trained with."""
+    return {**ADDED_LATER, **recorded}
 
 
 def check_parameters(

@@ -24,7 +24,7 @@ import checkpoints
 import provenance
 import runs
 from files import save_json
-from parameters import normalized
+from parameters import normalized, with_added_later
 
 # Bumped when what resume.pt holds changes, so an older file is refused by name, not by a KeyError.
 FORMAT = 1
@@ -182,7 +182,8 @@ def load_state(
             f"{', '.join(sorted(expected))}), so the run cannot go on exactly. Set RESUME = None "
             "to start a new run."
         )
-    differ = differences(shaping(params), saved["parameters"], "for this run", "in it")
+    recorded = with_added_later(saved["parameters"])
+    differ = differences(shaping(params), recorded, "for this run", "in it")
     if differ:
         raise checkpoints.CheckpointError(
             f"{path} belongs to another run: {differ}. Put back the run's own {runs.RESUME_FILE}, "

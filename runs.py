@@ -170,7 +170,12 @@ METRICS_KEYS = ("epochs_done", "epochs_planned", "history")
 
 def read_params(run_dir: str | os.PathLike) -> dict[str, Any]:
     """A run's params.json; RunFolderError naming the file when it is damaged."""
-    return _read_json(Path(run_dir) / PARAMS_FILE, PARAMS_KEYS)
+    path = Path(run_dir) / PARAMS_FILE
+    info = _read_json(path, PARAMS_KEYS)
+    if not isinstance(info["parameters"], dict):
+        raise RunFolderError(f"{path} holds no parameters: the run folder is damaged.")
+    info["parameters"] = parameters.with_added_later(info["parameters"])
+    return info
 
 
 def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:

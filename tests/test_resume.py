@@ -204,6 +204,33 @@ def test_a_run_from_a_version_that_lacked_a_parameter_is_refused_saying_so(setti
         train(**settings, RESUME=str(reference))
 
 
+def forget(run_dir, name):
+    """Make run_dir look saved by a notebook that did not have the parameter `name` yet."""
+    info = runs.read_params(run_dir)
+    del info["parameters"][name]
+    (run_dir / runs.PARAMS_FILE).write_text(json.dumps(info))
+    saved = torch.load(run_dir / runs.RESUME_FILE, weights_only=True)
+    del saved["parameters"][name]
+    torch.save(saved, run_dir / runs.RESUME_FILE)
+
+
+def test_a_run_saved_before_label_smoothing_existed_goes_on_exactly(
+    settings, never_stopped, capsys
+):
+    namespace = run_cells(TRAINING_CELLS[:-1], **settings)
+    handle = interrupt_at_step(namespace["model"], 5)  # in epoch 2
+    run_cells(["training"], namespace)
+    handle.remove()
+    run_dir = namespace["run_dir"]
+    forget(run_dir, "LABEL_SMOOTHING")
+    # It was trained without label smoothing: asking for some is another run.
+    with pytest.raises(ValueError, match="LABEL_SMOOTHING is 0.1 here and 0.0 there"):
+        train(**settings, LABEL_SMOOTHING=0.1, RESUME=str(run_dir))
+    train(**settings, RESUME=str(run_dir))
+    assert_same_run(run_dir, never_stopped)
+    assert runs.read_run(run_dir)["parameters"]["LABEL_SMOOTHING"] == 0.0
+
+
 def test_a_resume_file_from_elsewhere_is_refused(settings, reference):
     torch.save({"model": {}}, reference / runs.RESUME_FILE)
     with pytest.raises(resume.checkpoints.CheckpointError, match="not a resume file"):
