@@ -7,6 +7,8 @@ the value given and what is allowed. Importing this module does nothing.
 import difflib
 import math
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -86,6 +88,7 @@ PARAMETER_RULES = {
     "ZOOM": (_fraction, "a number in [0, 1)"),
     "TTA_SHIFT": (lambda v: _is_int(v) and 0 <= v <= 4, "pixels, an int in [0, 4]"),
     "NUM_WORKERS": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "COMPILE": (lambda v: isinstance(v, bool), "True or False"),
     "SEED": (lambda v: _is_int(v) and 0 <= v <= MAX_SEED, "an int in [0, 2**63 - 1]"),
     "DATA_DIR": (lambda v: v is None or _folder(v), "None or a folder path"),
     "OUTPUT_DIR": (_folder, "a folder path"),
@@ -94,7 +97,7 @@ PARAMETER_RULES = {
 }
 # Parameters added after runs were first saved, with the value that trains as the notebook did
 # before: a run folder (or resume.pt) that does not record one of them was trained with this.
-ADDED_LATER = {"LABEL_SMOOTHING": 0.0}
+ADDED_LATER = {"LABEL_SMOOTHING": 0.0, "COMPILE": False}
 
 
 def with_added_later(recorded: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,6 +135,7 @@ def check_parameters(
             )
     params = normalized(params)
     check_memory(params, device)
+    check_compiler(params, device)
     check_writable(params["OUTPUT_DIR"])
     return params
 
@@ -211,6 +215,20 @@ def check_memory(params: dict[str, Any], device: str | torch.device = "cpu") -> 
             f"BATCH_SIZE = {params['BATCH_SIZE']} with CHANNELS = {params['CHANNELS']} needs about "
             f"{needed / 2**30:.1f} GiB to train, and {device} has {free / 2**30:.1f} GiB free: "
             "lower BATCH_SIZE or narrow CHANNELS."
+        )
+
+
+def check_compiler(params: dict[str, Any], device: str | torch.device = "cpu") -> None:
+    """ValueError when COMPILE is on for the CPU and torch.compile's C++ compiler is missing."""
+    if not params["COMPILE"] or torch.device(device).type != "cpu":
+        return
+    # The compiler TorchInductor calls to build its CPU kernels, unless $CXX names another.
+    compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    if shutil.which(compiler) is None:
+        raise ValueError(
+            f"COMPILE = True builds the training step's CPU code with {compiler}, which is not "
+            "installed: install it (Debian and Ubuntu: apt-get install g++; macOS: "
+            "xcode-select --install), point $CXX at another C++ compiler, or set COMPILE = False."
         )
 
 

@@ -59,6 +59,8 @@ def test_good_parameters_pass_and_create_the_output_dir(params):
         ("ZOOM", 1.5, "a number in [0, 1)"),
         ("TTA_SHIFT", 0.5, "an int in [0, 4]"),
         ("NUM_WORKERS", -1, "an int >= 0"),
+        ("COMPILE", 1, "True or False"),
+        ("LABEL_SMOOTHING", 1.0, "a number in [0, 1)"),
         ("DATA_DIR", 3, "None or a folder path"),
         ("OUTPUT_DIR", "", "a folder path"),
     ],
@@ -71,6 +73,14 @@ def test_a_bad_value_is_named_with_what_is_allowed(params, name, value, allowed)
     assert allowed in message and "\n" not in message
     if isinstance(value, str):
         assert "-p" in message  # how to pass it with papermill
+
+
+def test_compile_on_a_cpu_without_a_cxx_compiler_says_what_to_install(params, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++")
+    with pytest.raises(ValueError, match="with no-such-c\\+\\+, which is not installed.*g\\+\\+"):
+        parameters.check_parameters({**params, "COMPILE": True})
+    parameters.check_parameters({**params, "COMPILE": False})
+    parameters.check_parameters({**params, "COMPILE": True}, device="mps")  # no C++ for a GPU
 
 
 def test_deeper_channels_from_papermill_lists_are_read_as_tuples(params):

@@ -3,8 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from notebook_cells import run_cells
+from notebook_cells import TRAINING_CELLS, run_cells
 from torch import nn, optim
+from tqdm import tqdm
+
+import runs
+from model import MNISTNet
 
 
 class Loader(list):
@@ -36,3 +40,44 @@ def test_train_reports_the_loss_against_the_smoothed_target(smoothing):
 
     assert loss == pytest.approx(expected, rel=1e-5)
     assert (loss == pytest.approx(plain, rel=1e-5)) == (smoothing == 0)
+
+
+def stopping_bar(step):
+    """tqdm that raises KeyboardInterrupt (Ctrl-C) as the `step`-th batch of the run is drawn."""
+    steps = []
+
+    class StoppingBar(tqdm):
+        def __iter__(self):
+            for batch in super().__iter__():
+                steps.append(batch)
+                if len(steps) == step:
+                    raise KeyboardInterrupt
+                yield batch
+
+    return StoppingBar
+
+
+@pytest.mark.slow
+def test_compiled_training_resumes_exactly_and_saves_the_plain_weights(tiny_root, tmp_path):
+    settings = dict(
+        DATA_DIR=str(tiny_root), OUTPUT_DIR=str(tmp_path / "outputs"), EPOCHS=3, BATCH_SIZE=32
+    )
+    eager = run_cells(TRAINING_CELLS, **settings)
+    compiled = run_cells(TRAINING_CELLS, **settings, COMPILE=True)
+    # The same arithmetic in other kernels: the same first epoch, up to rounding (later ones drift
+    # apart: a few steps at this learning rate on 96 images amplify any difference).
+    assert compiled["history"]["train_loss"][0] == pytest.approx(
+        eager["history"]["train_loss"][0], rel=1e-3
+    )
+    # Stopped in epoch 2 and resumed compiled again, it ends as the compiled run never stopped.
+    namespace = run_cells(TRAINING_CELLS[:-1], **settings, COMPILE=True)
+    namespace["tqdm"] = stopping_bar(5)  # train() draws its batches through tqdm
+    run_cells(["training"], namespace)
+    assert len(namespace["history"]["test_acc"]) == 1
+    namespace.update(RESUME=str(namespace["run_dir"]))
+    run_cells(["training"], namespace)
+    assert namespace["history"]["train_loss"] == compiled["history"]["train_loss"]
+    weights = torch.load(namespace["run_dir"] / runs.WEIGHTS_FILE, weights_only=True)
+    assert weights.keys() == MNISTNet().state_dict().keys()  # no "_orig_mod." prefix
+    for key, tensor in runs.load_model(compiled["run_dir"]).state_dict().items():
+        assert torch.equal(weights[key], tensor), key
