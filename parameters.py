@@ -7,6 +7,7 @@ the value given and what is allowed. Importing this module does nothing.
 import difflib
 import math
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -102,7 +103,7 @@ ADDED_LATER = {"LABEL_SMOOTHING": 0.0, "COMPILE": False}
 
 def with_added_later(recorded: Mapping[str, Any]) -> dict[str, Any]:
     """A run's recorded parameters, with those it predates at the value it was trained with."""
-    return {**ADDED_LATER, **recorded}
+    return {**recorded, **{name: v for name, v in ADDED_LATER.items() if name not in recorded}}
 
 
 def check_parameters(
@@ -220,11 +221,14 @@ def check_memory(params: dict[str, Any], device: str | torch.device = "cpu") -> 
 
 def check_compiler(params: dict[str, Any], device: str | torch.device = "cpu") -> None:
     """ValueError when COMPILE is on for the CPU and torch.compile's C++ compiler is missing."""
-    if not params["COMPILE"] or torch.device(device).type != "cpu":
+    # On Windows TorchInductor calls MSVC's cl from a developer prompt: not looked for here.
+    if not params["COMPILE"] or torch.device(device).type != "cpu" or sys.platform == "win32":
         return
-    # The compiler TorchInductor calls to build its CPU kernels, unless $CXX names another.
+    # The compiler TorchInductor calls to build its CPU kernels, unless $CXX names another (which
+    # may carry arguments: "ccache g++").
     compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
-    if shutil.which(compiler) is None:
+    command = shlex.split(compiler) or [compiler]
+    if shutil.which(command[0]) is None:
         raise ValueError(
             f"COMPILE = True builds the training step's CPU code with {compiler}, which is not "
             "installed: install it (Debian and Ubuntu: apt-get install g++; macOS: "

@@ -176,7 +176,12 @@ def load_state(
             "run wrote; without it, set RESUME = None to start a new run."
         ) from err
     expected = {"format", "history", "rng", "parameters", "data", *TRAINING_OBJECTS}
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT or expected - saved.keys():
+    if (
+        not isinstance(saved, dict)
+        or saved.get("format") != FORMAT
+        or expected - saved.keys()
+        or not isinstance(saved["parameters"], dict)
+    ):
         raise checkpoints.CheckpointError(
             f"{path} is not a resume file this notebook wrote (format {FORMAT}, with "
             f"{', '.join(sorted(expected))}), so the run cannot go on exactly. Set RESUME = None "

@@ -237,6 +237,13 @@ def test_a_resume_file_from_elsewhere_is_refused(settings, reference):
         train(**settings, RESUME=str(reference))
 
 
+def test_a_resume_file_with_damaged_parameters_is_refused(settings, reference):
+    saved = torch.load(reference / runs.RESUME_FILE, weights_only=True)
+    torch.save({**saved, "parameters": ["EPOCHS", 3]}, reference / runs.RESUME_FILE)
+    with pytest.raises(resume.checkpoints.CheckpointError, match="not a resume file"):
+        train(**settings, RESUME=str(reference))
+
+
 @pytest.mark.parametrize("other", [dict(SEED=7), dict(LEARNING_RATE=0.01), dict(EPOCHS=2)])
 def test_the_resume_file_of_another_run_is_refused_naming_the_difference(
     settings, reference, tmp_path, other

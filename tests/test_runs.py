@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -80,7 +81,16 @@ def test_compile_on_a_cpu_without_a_cxx_compiler_says_what_to_install(params, mo
     with pytest.raises(ValueError, match="with no-such-c\\+\\+, which is not installed.*g\\+\\+"):
         parameters.check_parameters({**params, "COMPILE": True})
     parameters.check_parameters({**params, "COMPILE": False})
+    monkeypatch.setenv("CXX", f"{sys.executable} -c pass")  # a command with arguments, as Inductor
+    parameters.check_parameters({**params, "COMPILE": True})
     parameters.check_parameters({**params, "COMPILE": True}, device="mps")  # no C++ for a GPU
+
+
+def test_parameters_added_later_fill_in_after_the_recorded_ones_in_their_order():
+    recorded = {"BATCH_SIZE": 64, "COMPILE": True, "EPOCHS": 3}
+    filled = parameters.with_added_later(recorded)
+    assert list(filled) == ["BATCH_SIZE", "COMPILE", "EPOCHS", "LABEL_SMOOTHING"]
+    assert filled["COMPILE"] is True and filled["LABEL_SMOOTHING"] == 0.0
 
 
 def test_deeper_channels_from_papermill_lists_are_read_as_tuples(params):
