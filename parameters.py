@@ -221,19 +221,28 @@ def check_memory(params: dict[str, Any], device: str | torch.device = "cpu") -> 
 
 def check_compiler(params: dict[str, Any], device: str | torch.device = "cpu") -> None:
     """ValueError when COMPILE is on for the CPU and torch.compile's C++ compiler is missing."""
-    # On Windows TorchInductor calls MSVC's cl from a developer prompt: not looked for here.
-    if not params["COMPILE"] or torch.device(device).type != "cpu" or sys.platform == "win32":
+    if not params["COMPILE"] or torch.device(device).type != "cpu":
         return
-    # The compiler TorchInductor calls to build its CPU kernels, unless $CXX names another (which
-    # may carry arguments: "ccache g++").
-    compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
-    command = shlex.split(compiler) or [compiler]
-    if shutil.which(command[0]) is None:
+    compiler = missing_cpu_compiler()
+    if compiler:
         raise ValueError(
             f"COMPILE = True builds the training step's CPU code with {compiler}, which is not "
             "installed: install it (Debian and Ubuntu: apt-get install g++; macOS: "
             "xcode-select --install), point $CXX at another C++ compiler, or set COMPILE = False."
         )
+
+
+def missing_cpu_compiler() -> str | None:
+    """The C++ compiler TorchInductor builds CPU kernels with, when it is not installed; else None.
+
+    That is $CXX (which may carry arguments: "ccache g++"), else g++, or clang++ on macOS. On
+    Windows Inductor calls MSVC's cl from a developer prompt, which is not looked for here.
+    """
+    if sys.platform == "win32":
+        return None
+    compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    command = shlex.split(compiler) or [compiler]
+    return compiler if shutil.which(command[0]) is None else None
 
 
 def check_writable(folder: str | os.PathLike) -> None:

@@ -1,8 +1,5 @@
 """The notebook's train(), run from the committed cells on one batch of known images."""
 
-import os
-import shutil
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +7,7 @@ from notebook_cells import TRAINING_CELLS, run_cells
 from torch import nn, optim
 from tqdm import tqdm
 
+import parameters
 import runs
 from model import MNISTNet
 
@@ -62,8 +60,8 @@ def stopping_bar(step):
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    shutil.which((os.environ.get("CXX") or "g++").split()[0]) is None,
-    reason="torch.compile needs g++ (or $CXX) to build CPU kernels; the check cell refuses it",
+    parameters.missing_cpu_compiler() is not None,
+    reason="torch.compile needs a C++ compiler for CPU kernels; the check cell refuses it",
 )
 def test_compiled_training_resumes_exactly_and_saves_the_plain_weights(tiny_root, tmp_path):
     settings = dict(
