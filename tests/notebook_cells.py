@@ -33,6 +33,33 @@ def run_cells(cell_ids, namespace=None, **parameters):
     return namespace
 
 
+def train_until_ctrl_c(namespace, step):
+    """Run the training cell in `namespace`, pressing Ctrl-C (Jupyter's stop button) as the
+    `step`-th training batch of the cell's run is drawn.
+
+    train() draws its batches through tqdm, so a compiled model, whose hooks would be traced into
+    the compiled code, stops at the same moment as a plain one.
+    """
+    from tqdm import tqdm
+
+    drawn = []
+
+    class StoppingBar(tqdm):
+        def __iter__(self):
+            for batch in super().__iter__():
+                drawn.append(batch)
+                if len(drawn) == step:
+                    raise KeyboardInterrupt
+                yield batch
+
+    namespace["tqdm"] = StoppingBar
+    try:
+        run_cells(["training"], namespace)
+    finally:
+        namespace["tqdm"] = tqdm
+    return namespace
+
+
 if __name__ == "__main__":
     import matplotlib
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from notebook_cells import REPO, TRAINING_CELLS, run_cells
+from notebook_cells import REPO, TRAINING_CELLS, run_cells, train_until_ctrl_c
 
 import plots
 import resume
@@ -122,27 +122,12 @@ def test_a_stop_between_any_two_saves_then_resume_is_the_run_never_stopped(
     assert not list(run_dir.glob(".*.tmp"))
 
 
-def interrupt_at_step(model, step):
-    """KeyboardInterrupt (Ctrl-C, Jupyter's stop button) at the `step`-th training batch."""
-    steps = []
-
-    def hook(module, inputs):
-        if module.training:
-            steps.append(1)
-            if len(steps) == step:
-                raise KeyboardInterrupt
-
-    return model.register_forward_pre_hook(hook)
-
-
 @pytest.mark.parametrize("step", [1, 4, 9])  # in epoch 1, 2 and 3 (3 steps an epoch)
 def test_ctrl_c_then_the_training_cell_with_resume_is_the_run_never_stopped(
     settings, never_stopped, capsys, step
 ):
     namespace = run_cells(TRAINING_CELLS[:-1], **settings)
-    handle = interrupt_at_step(namespace["model"], step)
-    run_cells(["training"], namespace)
-    handle.remove()
+    train_until_ctrl_c(namespace, step)
     run_dir = namespace["run_dir"]
     assert f"set RESUME = '{run_dir}'" in capsys.readouterr().out
     assert len(namespace["history"]["test_acc"]) == (step - 1) // 3
@@ -160,9 +145,7 @@ def test_with_loader_workers_too_ctrl_c_then_resume_is_the_run_never_stopped(set
     settings = {**settings, "NUM_WORKERS": 1}
     reference = run_never_stopped(settings, tmp_path / "reference")
     namespace = run_cells(TRAINING_CELLS[:-1], **settings)
-    handle = interrupt_at_step(namespace["model"], 5)  # in epoch 2
-    run_cells(["training"], namespace)
-    handle.remove()
+    train_until_ctrl_c(namespace, 5)  # in epoch 2
     namespace.update(RESUME=str(namespace["run_dir"]))
     run_cells(["training"], namespace)
     assert_same_run(namespace["run_dir"], reference)
@@ -218,9 +201,7 @@ def test_a_run_saved_before_label_smoothing_existed_goes_on_exactly(settings, tm
     older = {**settings, "LABEL_SMOOTHING": 0.0}  # how the notebook trained before it had one
     reference = run_never_stopped(older, tmp_path / "reference")
     namespace = run_cells(TRAINING_CELLS[:-1], **older)
-    handle = interrupt_at_step(namespace["model"], 5)  # in epoch 2
-    run_cells(["training"], namespace)
-    handle.remove()
+    train_until_ctrl_c(namespace, 5)  # in epoch 2
     run_dir = namespace["run_dir"]
     forget(run_dir, "LABEL_SMOOTHING")
     # Going on with a smoothed target would be another run.

@@ -3,9 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from notebook_cells import TRAINING_CELLS, run_cells
+from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
 from torch import nn, optim
-from tqdm import tqdm
 
 import parameters
 import runs
@@ -43,21 +42,6 @@ def test_train_reports_the_loss_against_the_smoothed_target(smoothing):
     assert (loss == pytest.approx(plain, rel=1e-5)) == (smoothing == 0)
 
 
-def stopping_bar(step):
-    """tqdm that raises KeyboardInterrupt (Ctrl-C) as the `step`-th batch of the run is drawn."""
-    steps = []
-
-    class StoppingBar(tqdm):
-        def __iter__(self):
-            for batch in super().__iter__():
-                steps.append(batch)
-                if len(steps) == step:
-                    raise KeyboardInterrupt
-                yield batch
-
-    return StoppingBar
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     parameters.missing_cpu_compiler() is not None,
@@ -76,8 +60,7 @@ def test_compiled_training_resumes_exactly_and_saves_the_plain_weights(tiny_root
     )
     # Stopped in epoch 2 and resumed compiled again, it ends as the compiled run never stopped.
     namespace = run_cells(TRAINING_CELLS[:-1], **settings, COMPILE=True)
-    namespace["tqdm"] = stopping_bar(5)  # train() draws its batches through tqdm
-    run_cells(["training"], namespace)
+    train_until_ctrl_c(namespace, 5)
     assert len(namespace["history"]["test_acc"]) == 1
     namespace.update(RESUME=str(namespace["run_dir"]))
     run_cells(["training"], namespace)
