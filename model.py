@@ -42,6 +42,11 @@ class MNISTNet(nn.Module):
     several blocks in a row at that resolution (deeper, as small parameter budgets need).
     Takes a float batch of shape (N, 1, 28, 28), normalised as in utils.py, and returns
     (N, 10) log-probabilities, so pair it with F.nll_loss.
+
+    `MNISTNet()` is the network of 108,922 parameters that the notebook trained by default before
+    its CHANNELS gained a second block at 14x14, so weights saved then still load into it; build
+    the notebook's default with MNISTNet(channels=(16, (32, 32), 64, 128)), or load any run with
+    runs.load_model(run_dir), which reads the run's CHANNELS.
     """
 
     def __init__(self, channels: Channels = (16, 32, 64, 128), dropout: float = 0.0):

@@ -7,6 +7,7 @@ epoch for each of runs.METRIC_KEYS, and `final_test_acc` with test-time augmenta
 """
 
 import argparse
+import json
 import statistics
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -19,6 +20,16 @@ from model import receptive_field
 from provenance import REPO, machine_load
 
 FULL_EPOCH = TRAIN_IMAGES  # training images in an epoch of the full training split
+NOTEBOOK = REPO / "S5.ipynb"
+
+
+def notebook_defaults() -> dict[str, Any]:
+    """The values S5.ipynb's parameters cell defines, read from the cell (it imports nothing)."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    [cell] = [c for c in cells if "parameters" in c["metadata"].get("tags", ())]
+    defined = {}
+    exec("".join(cell["source"]), {}, defined)
+    return defined
 
 
 def record(
@@ -59,7 +70,7 @@ def run_notebook(
         values = {**parameters, "SEED": seed, "DATA_DIR": str(data_dir), "OUTPUT_DIR": str(out)}
         load = machine_load()
         papermill.execute_notebook(
-            REPO / "S5.ipynb",
+            NOTEBOOK,
             Path(tmp) / "S5.ipynb",
             parameters=values,
             cwd=REPO,

@@ -12,7 +12,6 @@ under "roofline" in benchmarks/results.json, with the CPU's identity; docs/resul
 """
 
 import argparse
-import inspect
 import json
 import statistics
 import time
@@ -34,14 +33,20 @@ RESULTS = REPO / "benchmarks" / "results.json"
 QUICK_OUT = REPO / "outputs" / "roofline-quick.json"  # a check that it runs, never a result
 BATCH_SIZE = 128  # the notebook's
 STEPS_PER_EPOCH = -(-common.FULL_EPOCH // BATCH_SIZE)
-DEFAULTS = inspect.signature(MNISTNet).parameters  # the notebook's defaults are the model's
-MODELS = {
-    "default": dict(channels=DEFAULTS["channels"].default, dropout=DEFAULTS["dropout"].default),
-    **{
-        f"< {name}": dict(channels=values["CHANNELS"], dropout=values["DROPOUT"])
-        for name, (_, values) in SETTINGS.items()
-    },
-}
+
+
+def model_settings() -> dict[str, dict[str, Any]]:
+    """MNISTNet's arguments for each setting measured: the notebook's defaults and the budgets."""
+    defaults = common.notebook_defaults()
+    return {
+        "default": dict(channels=defaults["CHANNELS"], dropout=defaults["DROPOUT"]),
+        **{
+            f"< {name}": dict(channels=values["CHANNELS"], dropout=values["DROPOUT"])
+            for name, (_, values) in SETTINGS.items()
+        },
+    }
+
+
 # The modes tried for every model: each precision as it is, and with --compile also compiled.
 # (The model always runs channels-last: its forward() converts the input, so no layout is tried.)
 PRECISIONS = ("fp32", "bf16")
@@ -113,7 +118,7 @@ def measure(steps: int, matmul_s: float, compile_too: bool = False) -> dict[str,
         "bf16": matmul_gflops(torch.bfloat16, seconds=matmul_s),
     }
     models = {}
-    for name, config in MODELS.items():
+    for name, config in model_settings().items():
         flops = step_flops(config)
         modes = {}
         tried = [(p, False) for p in PRECISIONS]

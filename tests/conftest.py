@@ -10,9 +10,9 @@ from pathlib import Path
 import matplotlib
 import pytest
 import torch
-from notebook_cells import notebook_source
 
 import runs
+from benchmarks import common
 from model import MNISTNet
 
 matplotlib.use("Agg")  # figures are only checked and saved, never shown
@@ -116,9 +116,7 @@ def no_network(monkeypatch):
 @pytest.fixture(scope="session")
 def notebook_defaults():
     """The values the notebook's parameters cell defines, read from the cell itself."""
-    defined = {}
-    exec(notebook_source("parameters"), {}, defined)
-    return defined
+    return common.notebook_defaults()
 
 
 @pytest.fixture

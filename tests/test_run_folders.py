@@ -47,7 +47,7 @@ def test_a_home_folder_path_is_expanded(params, tmp_path, monkeypatch):
 
 
 def test_a_read_only_weights_file_stops_the_run_and_the_files_still_agree(params):
-    model = MNISTNet()
+    model = MNISTNet(params["CHANNELS"])
     run_dir = fake_run(params, model, [90.0])
     (run_dir / runs.WEIGHTS_FILE).chmod(0o444)
     history = runs.read_run(run_dir)["metrics"]["history"]
@@ -61,9 +61,11 @@ def test_a_read_only_weights_file_stops_the_run_and_the_files_still_agree(params
 
 
 def test_weights_that_do_not_belong_to_the_metrics_are_refused_and_skipped(params):
-    older = fake_run(params, MNISTNet(), [99.0])
-    newer = fake_run(params, MNISTNet(), [98.0])
-    torch.save(MNISTNet().state_dict(), newer / runs.WEIGHTS_FILE)  # a stop between two saves
+    older = fake_run(params, MNISTNet(params["CHANNELS"]), [99.0])
+    newer = fake_run(params, MNISTNet(params["CHANNELS"]), [98.0])
+    torch.save(
+        MNISTNet(params["CHANNELS"]).state_dict(), newer / runs.WEIGHTS_FILE
+    )  # a stop between two saves
     with pytest.raises(runs.RunFolderError, match="is not the weights file .* was saved with"):
         runs.load_model(newer)
     with pytest.warns(UserWarning, match="Skipped: .*is not the weights file"):
@@ -71,7 +73,7 @@ def test_weights_that_do_not_belong_to_the_metrics_are_refused_and_skipped(param
 
 
 def test_a_run_folder_removed_while_training_is_not_recreated(params):
-    model = MNISTNet()
+    model = MNISTNet(params["CHANNELS"])
     run_dir = fake_run(params, model, [90.0])
     for path in run_dir.iterdir():
         path.unlink()
@@ -96,8 +98,8 @@ def test_a_run_folder_removed_while_training_is_not_recreated(params):
     ids=["empty", "truncated", "binary", "missing-key", "not-a-dict", "bad-date"],
 )  # fmt: skip
 def test_a_damaged_run_folder_is_named_and_skipped_never_fatal(params, name, content):
-    good = fake_run(params, MNISTNet(), [99.0])
-    damaged = fake_run(params, MNISTNet(), [99.5])
+    good = fake_run(params, MNISTNet(params["CHANNELS"]), [99.0])
+    damaged = fake_run(params, MNISTNet(params["CHANNELS"]), [99.5])
     (damaged / name).write_bytes(content)
     with pytest.warns(UserWarning, match=rf"Skipped: {re.escape(str(damaged / name))} "):
         assert [r["path"] for r in runs.list_runs(params["OUTPUT_DIR"])] == [good]
@@ -108,7 +110,7 @@ def test_a_damaged_run_folder_is_named_and_skipped_never_fatal(params, name, con
 
 
 def test_a_params_file_asking_for_a_giant_network_is_refused_before_building_it(params):
-    run_dir = fake_run(params, MNISTNet(), [99.0])
+    run_dir = fake_run(params, MNISTNet(params["CHANNELS"]), [99.0])
     info = json.loads((run_dir / runs.PARAMS_FILE).read_text())
     info["parameters"]["CHANNELS"] = [4096, 4096, 4096, 4096]
     (run_dir / runs.PARAMS_FILE).write_text(json.dumps(info))
@@ -117,7 +119,7 @@ def test_a_params_file_asking_for_a_giant_network_is_refused_before_building_it(
 
 
 def test_old_run_folders_without_a_weights_digest_still_load(params):
-    model = MNISTNet().eval()
+    model = MNISTNet(params["CHANNELS"]).eval()
     run_dir = fake_run(params, model, [99.0])
     metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
     del metrics["weights_sha256"]

@@ -124,18 +124,18 @@ def test_an_output_dir_that_cannot_be_made_is_refused(params, tmp_path):
 
 
 def test_every_run_gets_a_new_folder_even_within_a_second(params):
-    model = MNISTNet()
+    model = MNISTNet(params["CHANNELS"])
     folders = [runs.start_run(params["OUTPUT_DIR"], params, model, "cpu") for _ in range(3)]
     assert len({folder.name for folder in folders}) == 3
     assert all((folder / "params.json").is_file() for folder in folders)
     info = json.loads((folders[0] / "params.json").read_text())
-    assert info["parameters"]["CHANNELS"] == list(params["CHANNELS"])
+    assert info["parameters"]["CHANNELS"] == json.loads(json.dumps(params["CHANNELS"]))
     assert info["parameter_count"] == count_parameters(model)
     assert info["threads"] == torch.get_num_threads()
 
 
 def test_a_run_with_no_finished_epoch_has_no_result_files(params):
-    run_dir = fake_run(params, MNISTNet(), [])
+    run_dir = fake_run(params, MNISTNet(params["CHANNELS"]), [])
     assert sorted(p.name for p in run_dir.iterdir()) == ["params.json"]
     assert runs.read_run(run_dir)["metrics"] is None
     with pytest.raises(FileNotFoundError, match="No run with a finished epoch"):
@@ -143,7 +143,7 @@ def test_a_run_with_no_finished_epoch_has_no_result_files(params):
 
 
 def test_weights_with_nan_stop_the_run_and_keep_the_last_good_epoch(params):
-    model = MNISTNet()
+    model = MNISTNet(params["CHANNELS"])
     run_dir = fake_run(params, model, [90.0])
     good = (run_dir / runs.WEIGHTS_FILE).read_bytes()
     with torch.no_grad():
@@ -160,8 +160,8 @@ def test_latest_and_best_run_and_their_models(params):
     torch.manual_seed(0)
     small = MNISTNet(channels=(8, 12, 16, 20))
     best = fake_run(params, small, [98.0, 99.5], CHANNELS=(8, 12, 16, 20), SEED=2)
-    latest = fake_run(params, MNISTNet(), [99.0, 99.1])
-    fake_run(params, MNISTNet(), [])  # started, nothing finished: never picked
+    latest = fake_run(params, MNISTNet(params["CHANNELS"]), [99.0, 99.1])
+    fake_run(params, MNISTNet(params["CHANNELS"]), [])  # started, nothing finished: never picked
     assert runs.latest_run(params["OUTPUT_DIR"]) == latest
     assert runs.best_run(params["OUTPUT_DIR"]) == best
     loaded = runs.load_model(best)
@@ -170,9 +170,9 @@ def test_latest_and_best_run_and_their_models(params):
 
 
 def test_compare_runs_tables_what_differs_and_plots_every_curve(params):
-    fake_run(params, MNISTNet(), [98.0, 99.5, 99.4], SEED=1)
-    fake_run(params, MNISTNet(), [98.5, 99.2], SEED=2, EPOCHS=3)
-    fake_run(params, MNISTNet(), [], SEED=3)
+    fake_run(params, MNISTNet(params["CHANNELS"]), [98.0, 99.5, 99.4], SEED=1)
+    fake_run(params, MNISTNet(params["CHANNELS"]), [98.5, 99.2], SEED=2, EPOCHS=3)
+    fake_run(params, MNISTNet(params["CHANNELS"]), [], SEED=3)
     table, fig = runs.compare_runs(params["OUTPUT_DIR"])
     header, rule, *rows = table.splitlines()
     assert header.split() == [
@@ -191,25 +191,28 @@ def test_compare_runs_tables_what_differs_and_plots_every_curve(params):
     assert rows[0].split()[1:] == [
         str(epochs),
         "1",
-        "108,922",
+        "118,202",
         f"3/{epochs}",
         "99.40",
         "99.50",
         "3",
         "s",
     ]
-    assert rows[1].split()[1:6] == ["3", "2", "108,922", "2/3", "99.20"]
+    assert rows[1].split()[1:6] == ["3", "2", "118,202", "2/3", "99.20"]
     assert "0 (none finished)" in rows[2]
     assert len(fig.axes[0].lines) == 2
 
 
 def test_compare_runs_writes_deeper_channels_as_the_folder_names_do(params):
-    fake_run(params, MNISTNet(), [99.0])
+    fake_run(params, MNISTNet(params["CHANNELS"]), [99.0])
     fake_run(
         params, MNISTNet(((8, 8), (12, 12), 16, 12)), [98.0], CHANNELS=((8, 8), (12, 12), 16, 12)
     )
     table, fig = runs.compare_runs(params["OUTPUT_DIR"])
-    assert [row.split()[1] for row in table.splitlines()[2:]] == ["16-32-64-128", "8x8-12x12-16-12"]
+    assert [row.split()[1] for row in table.splitlines()[2:]] == [
+        "16-32x32-64-128",
+        "8x8-12x12-16-12",
+    ]
     assert fig.axes[0].get_legend_handles_labels()[1][1].endswith("CHANNELS=8x8-12x12-16-12")
 
 
@@ -221,7 +224,7 @@ def test_compare_runs_on_an_empty_folder_says_what_to_do(tmp_path):
 def test_saved_files_follow_the_umask(params):
     old = os.umask(0o022)
     try:
-        run_dir = fake_run(params, MNISTNet(), [99.0])
+        run_dir = fake_run(params, MNISTNet(params["CHANNELS"]), [99.0])
     finally:
         os.umask(old)
     for name in ("params.json", "metrics.json", "mnist_net.pt"):

@@ -11,14 +11,14 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.roofline import BATCH_SIZE, MODELS, make_step
+from benchmarks.roofline import BATCH_SIZE, make_step, model_settings
 from model import MNISTNet
 
 
 def main():
     name = sys.argv[1] if len(sys.argv) > 1 else "default"
     torch.manual_seed(0)
-    step = make_step(MNISTNet(**MODELS[name]).train(), "fp32")
+    step = make_step(MNISTNet(**model_settings()[name]).train(), "fp32")
     images, labels = torch.randn(BATCH_SIZE, 1, 28, 28), torch.randint(0, 10, (BATCH_SIZE,))
     for _ in range(10):
         step(images, labels)
