@@ -130,7 +130,7 @@ def check_resumable(params: dict[str, Any]) -> None:
         raise ValueError(
             f"RESUME = {str(folder)!r} ({run_dir.resolve()}) is not a run folder: it has no "
             f"{runs.PARAMS_FILE}. Give the folder of the run to go on with, e.g. "
-            f"{Path(params['OUTPUT_DIR']) / '20261130-120000_c16-32-64-128_ep20_seed1'}."
+            f"{Path(params['OUTPUT_DIR']) / '20261130-120000_c16-32x32-64-128_ep16_seed1'}."
         )
     if not (run_dir / runs.RESUME_FILE).is_file():
         raise ValueError(

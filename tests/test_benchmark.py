@@ -134,18 +134,23 @@ def test_the_recorded_budget_runs_are_these_settings_and_the_docs_show_them():
 
 
 @pytest.mark.slow
-def test_the_roofline_counts_the_backward_pass_and_tables_every_mode(tmp_path, monkeypatch):
+def test_the_roofline_counts_the_backward_pass_and_tables_every_mode(
+    tmp_path, monkeypatch, notebook_defaults
+):
     from torch.utils.flop_counter import FlopCounterMode
 
     from benchmarks import roofline
 
-    config = roofline.MODELS["< 8k"]
+    settings = roofline.model_settings()
+    # The default is the notebook's: its parameters cell is read.
+    assert settings["default"]["channels"] == notebook_defaults["CHANNELS"]
+    config = settings["< 8k"]
     model = MNISTNet(**config).train()
     with FlopCounterMode(display=False) as forward:
         model(torch.randn(roofline.BATCH_SIZE, 1, 28, 28))
     # The backward pass costs about twice the forward (gradients of inputs and of weights).
     assert 2.5 < roofline.step_flops(config) / forward.get_total_flops() < 3.5
-    monkeypatch.setattr(roofline, "MODELS", {"< 8k": config})
+    monkeypatch.setattr(roofline, "model_settings", lambda: {"< 8k": config})
     monkeypatch.setattr(sys, "argv", ["roofline", "--quick", "--out", str(tmp_path / "r.json")])
     roofline.main()
     found = json.loads((tmp_path / "r.json").read_text())["roofline"]
