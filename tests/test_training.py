@@ -8,7 +8,6 @@ from torch import nn, optim
 
 import parameters
 import runs
-from model import MNISTNet
 
 
 class Loader(list):
@@ -66,6 +65,7 @@ def test_compiled_training_resumes_exactly_and_saves_the_plain_weights(tiny_root
     run_cells(["training"], namespace)
     assert namespace["history"]["train_loss"] == compiled["history"]["train_loss"]
     weights = torch.load(namespace["run_dir"] / runs.WEIGHTS_FILE, weights_only=True)
-    assert weights.keys() == MNISTNet().state_dict().keys()  # no "_orig_mod." prefix
+    # The plain model's keys, with no "_orig_mod." prefix.
+    assert weights.keys() == namespace["model"].state_dict().keys()
     for key, tensor in runs.load_model(compiled["run_dir"]).state_dict().items():
         assert torch.equal(weights[key], tensor), key
