@@ -23,12 +23,16 @@ FULL_EPOCH = TRAIN_IMAGES  # training images in an epoch of the full training sp
 NOTEBOOK = REPO / "S5.ipynb"
 
 
+def notebook_source(cell_id: str) -> str:
+    """The source of S5.ipynb's cell with this id, as committed."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return "".join(next(c for c in cells if c.get("id") == cell_id)["source"])
+
+
 def notebook_defaults() -> dict[str, Any]:
     """The values S5.ipynb's parameters cell defines, read from the cell (it imports nothing)."""
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    [cell] = [c for c in cells if "parameters" in c["metadata"].get("tags", ())]
     defined = {}
-    exec("".join(cell["source"]), {}, defined)
+    exec(notebook_source("parameters"), {}, defined)
     return defined
 
 

@@ -2,25 +2,18 @@
 
 Resume tests stop training at chosen moments and start it again many times; running the cells'
 code directly takes a fraction of a second where a kernel takes seconds.
-`python tests/notebook_cells.py '{"EPOCHS": 3, ...}'` runs the cells up to training in a child
-process, with those parameters in place of the parameters cell's.
+`python -m tests.notebook_cells '{"EPOCHS": 3, ...}'`, from the repository's root, runs the cells up
+to training in a child process, with those parameters in place of the parameters cell's.
 """
 
 import json
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOK = REPO / "S5.ipynb"
+from benchmarks.common import notebook_source
+
 TRAINING_CELLS = (
     "imports", "parameters", "checks", "data", "model", "optimiser", "train-test", "training"
 )  # fmt: skip
-
-
-def notebook_source(cell_id):
-    """The source of the notebook's cell with this id, as committed."""
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    return "".join(next(c for c in cells if c.get("id") == cell_id)["source"])
 
 
 def run_cells(cell_ids, namespace=None, **parameters):
@@ -64,5 +57,4 @@ if __name__ == "__main__":
     import matplotlib
 
     matplotlib.use("Agg")
-    sys.path.insert(0, str(REPO))
     run_cells(TRAINING_CELLS, **json.loads(sys.argv[1]))

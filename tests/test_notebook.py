@@ -13,11 +13,11 @@ import papermill
 import pytest
 import torch
 from nbclient import NotebookClient
-from notebook_cells import NOTEBOOK
 
 import comparison
 import parameters
 import runs
+from benchmarks.common import NOTEBOOK
 from conftest import REPO
 
 

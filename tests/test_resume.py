@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from notebook_cells import REPO, TRAINING_CELLS, run_cells, train_until_ctrl_c
+from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
 
 import plots
 import resume
 import runs
 from conftest import make_tiny_mnist
+from provenance import REPO
 
 # What the metrics of a resumed run must repeat exactly: all but the times.
 SAME = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
@@ -283,7 +284,7 @@ def child(settings, **more):
     """The training cells in a process of their own, printing as they go."""
     parameters = json.dumps({**settings, **more})
     return subprocess.Popen(
-        [sys.executable, "-u", str(REPO / "tests" / "notebook_cells.py"), parameters],
+        [sys.executable, "-u", "-m", "tests.notebook_cells", parameters],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
