@@ -3,11 +3,11 @@
     MNIST_DATA_DIR=../shared/data python -m benchmarks.checks.epoch_breakdown
 
 Times, in this order: building the batches alone (indexing, augmentation), a bare training step on
-batches already built, the weight average's update and the per-step .item() calls, then the
-notebook's own train() for one epoch and test() once. Run it on an idle machine.
+batches already built, the weight average's update and the per-step isfinite and .item() calls
+(each on its own), then the notebook's own train() for one epoch and test() once. Run it on an
+idle machine.
 """
 
-import statistics
 import sys
 import tempfile
 import time
@@ -25,15 +25,18 @@ from notebook_cells import run_cells  # noqa: E402 (the tests' helper that runs 
 import plots  # noqa: E402
 
 
-def per_step(step, batches, repeats=3):
-    """The median over `repeats` of the mean seconds per step over `batches`."""
+def seconds_per_call(call, args_list, repeats=5):
+    """The fastest over `repeats` of the mean seconds `call(*args)` takes over `args_list`.
+
+    The fastest, because the machine's shared cores only ever slow a repeat down.
+    """
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for images, labels in batches:
-            step(images, labels)
-        times.append((time.perf_counter() - start) / len(batches))
-    return statistics.median(times)
+        for args in args_list:
+            call(*args)
+        times.append((time.perf_counter() - start) / len(args_list))
+    return min(times)
 
 
 def main():
@@ -54,25 +57,23 @@ def main():
 
     def bare(images, labels):
         optimizer.zero_grad(set_to_none=True)
-        F.nll_loss(model(images), labels).backward()
-        optimizer.step()
-
-    def with_average(images, labels):
-        bare(images, labels)
-        ema_model.update_parameters(model)
-
-    def with_items(images, labels):
-        optimizer.zero_grad(set_to_none=True)
         output = model(images)
         loss = F.nll_loss(output, labels)
-        torch.isfinite(loss).item()
         loss.backward()
         optimizer.step()
-        ema_model.update_parameters(model)
+        return output, loss, labels
+
+    def items(output, loss, labels):
+        torch.isfinite(loss).item()
         loss.item(), (output.argmax(dim=1) == labels).sum().item()
 
-    per_step(bare, batches, 1)  # warm-up
-    times = [per_step(step, batches) for step in (bare, with_average, with_items)]
+    # Each extra is timed on its own: as the difference of two timed steps it would be smaller
+    # than the steps' own variation.
+    seconds_per_call(bare, batches, 1)  # warm-up
+    step_s = seconds_per_call(bare, batches)
+    average_s = seconds_per_call(ema_model.update_parameters, [(model,)] * len(batches))
+    results = [bare(*batch) for batch in batches[:10]]
+    items_s = seconds_per_call(items, results * 10)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=0.1, epochs=20, steps_per_epoch=steps, pct_start=0.2
     )
@@ -86,11 +87,9 @@ def main():
     print(
         f"building the batches:      {build:5.2f} s an epoch ({1000 * build / steps:.2f} ms a step)"
     )
-    print(
-        f"bare training steps:       {times[0] * steps:5.2f} s an epoch ({1000 * times[0]:.2f} ms)"
-    )
-    print(f"+ the weight average:      {(times[1] - times[0]) * steps:5.2f} s an epoch")
-    print(f"+ isfinite and .item():    {(times[2] - times[1]) * steps:5.2f} s an epoch")
+    print(f"bare training steps:       {step_s * steps:5.2f} s an epoch ({1000 * step_s:.2f} ms)")
+    print(f"the weight average:        {average_s * steps:5.2f} s an epoch")
+    print(f"isfinite and .item():      {items_s * steps:5.2f} s an epoch")
     print(f"the notebook's train():    {train_s:5.2f} s for one epoch")
     print(f"the notebook's test():     {test_s:5.2f} s")
 
