@@ -14,6 +14,9 @@ INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
 # One entry per resolution (28, 14, 7, 3 pixels): a width, or a sequence of widths.
 Channels = Sequence[int | Sequence[int]]
+# MNISTNet()'s widths: the notebook's default network before its CHANNELS gained a second block
+# at 14x14, kept so that the weights saved then still load into MNISTNet().
+ONE_BLOCK_CHANNELS = (16, 32, 64, 128)
 
 
 class ConvBlock(nn.Module):
@@ -49,7 +52,7 @@ class MNISTNet(nn.Module):
     runs.load_model(run_dir), which reads the run's CHANNELS.
     """
 
-    def __init__(self, channels: Channels = (16, 32, 64, 128), dropout: float = 0.0):
+    def __init__(self, channels: Channels = ONE_BLOCK_CHANNELS, dropout: float = 0.0):
         super().__init__()
         # block1, block2, ... in order (the names the default network's checkpoints have),
         # grouped by the resolution they run at.
@@ -100,7 +103,7 @@ def stage_widths(channels: Channels) -> tuple[tuple[int, ...], ...]:
     return stages
 
 
-def layers(channels: Channels = (16, 32, 64, 128)) -> tuple[tuple[int, int], ...]:
+def layers(channels: Channels = ONE_BLOCK_CHANNELS) -> tuple[tuple[int, int], ...]:
     """(kernel, stride) of every convolution and max-pool, in the order forward() applies them."""
     result = []
     for stage, widths in enumerate(stage_widths(channels)):
@@ -110,7 +113,7 @@ def layers(channels: Channels = (16, 32, 64, 128)) -> tuple[tuple[int, int], ...
     return tuple(result)
 
 
-def receptive_field(channels: Channels = (16, 32, 64, 128)) -> int:
+def receptive_field(channels: Channels = ONE_BLOCK_CHANNELS) -> int:
     """Side, in input pixels, of the square that one output of the last convolution sees."""
     size, step = 1, 1
     for kernel, stride in layers(channels):

@@ -241,7 +241,10 @@ def missing_cpu_compiler() -> str | None:
     if sys.platform == "win32":
         return None
     compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
-    command = shlex.split(compiler) or [compiler]
+    try:
+        command = shlex.split(compiler) or [compiler]
+    except ValueError:  # unbalanced quotes: look for its first word all the same
+        command = compiler.split()
     return compiler if shutil.which(command[0]) is None else None
 
 

@@ -29,6 +29,21 @@ def notebook_source(cell_id: str) -> str:
     return "".join(next(c for c in cells if c.get("id") == cell_id)["source"])
 
 
+def run_cells(
+    cell_ids: Iterable[str], namespace: dict[str, Any] | None = None, **parameters: Any
+) -> dict[str, Any]:
+    """Run S5.ipynb's cells `cell_ids` in `namespace`, without a kernel; return the namespace.
+
+    `namespace` is a new one by default; `parameters` replace the parameters cell's values.
+    """
+    namespace = {} if namespace is None else namespace
+    for cell_id in cell_ids:
+        exec(compile(notebook_source(cell_id), f"S5.ipynb:{cell_id}", "exec"), namespace)
+        if cell_id == "parameters":
+            namespace.update(parameters)
+    return namespace
+
+
 def notebook_defaults() -> dict[str, Any]:
     """The values S5.ipynb's parameters cell defines, read from the cell (it imports nothing)."""
     defined = {}

@@ -9,21 +9,11 @@ to training in a child process, with those parameters in place of the parameters
 import json
 import sys
 
-from benchmarks.common import notebook_source
+from benchmarks.common import run_cells
 
 TRAINING_CELLS = (
     "imports", "parameters", "checks", "data", "model", "optimiser", "train-test", "training"
 )  # fmt: skip
-
-
-def run_cells(cell_ids, namespace=None, **parameters):
-    """Run the cells in `namespace` (a new one by default), `parameters` replacing the cell's."""
-    namespace = {} if namespace is None else namespace
-    for cell_id in cell_ids:
-        exec(compile(notebook_source(cell_id), f"S5.ipynb:{cell_id}", "exec"), namespace)
-        if cell_id == "parameters":
-            namespace.update(parameters)
-    return namespace
 
 
 def train_until_ctrl_c(namespace, step):

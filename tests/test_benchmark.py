@@ -142,8 +142,9 @@ def test_the_roofline_counts_the_backward_pass_and_tables_every_mode(
     from benchmarks import roofline
 
     settings = roofline.model_settings()
-    # The default is the notebook's: its parameters cell is read.
+    # The default is the notebook's: its parameters cell is read, and its steps are as large.
     assert settings["default"]["channels"] == notebook_defaults["CHANNELS"]
+    assert notebook_defaults["BATCH_SIZE"] == roofline.BATCH_SIZE
     config = settings["< 8k"]
     model = MNISTNet(**config).train()
     with FlopCounterMode(display=False) as forward:

@@ -19,6 +19,7 @@ from pathlib import Path
 import papermill
 import pytest
 
+from benchmarks.common import NOTEBOOK
 from conftest import REPO
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -79,7 +80,7 @@ def lab(tmp_path, tiny_root):
         SMOKE=True,
     )
     papermill.execute_notebook(
-        REPO / "S5.ipynb", root / "S5.ipynb", parameters=parameters, prepare_only=True
+        NOTEBOOK, root / "S5.ipynb", parameters=parameters, prepare_only=True
     )
     port, token = free_port(), secrets.token_hex(16)
     home = tmp_path / "home"  # no settings, workspaces or kernels of the user's

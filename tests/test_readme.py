@@ -1,11 +1,12 @@
-"""The README: its example of using the model, run exactly as written, and its links."""
+"""The README: its example of using the model, run exactly as written, its links, its figures."""
 
 import re
 
 import torch
 
+from benchmarks.common import notebook_source
 from conftest import REPO, fake_run
-from model import MNISTNet
+from model import MNISTNet, count_parameters
 
 README = (REPO / "README.md").read_text()
 
@@ -43,3 +44,10 @@ def test_the_readme_fits_on_a_screen_and_links_every_docs_page():
     assert len(README.splitlines()) <= 160
     for page in sorted((REPO / "docs").glob("*.md")):
         assert f"docs/{page.name}" in README, f"the README does not link docs/{page.name}"
+
+
+def test_the_parameter_count_quoted_is_the_default_networks(notebook_defaults):
+    quoted = f"{count_parameters(MNISTNet(notebook_defaults['CHANNELS'])):,} parameters"
+    cell = notebook_source("parameters").splitlines()
+    assert quoted in next(line for line in cell if line.startswith("CHANNELS ="))
+    assert f"a CNN of {quoted}" in README

@@ -17,8 +17,7 @@ from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
 import plots
 import resume
 import runs
-from conftest import make_tiny_mnist
-from provenance import REPO
+from conftest import REPO, make_tiny_mnist
 
 # What the metrics of a resumed run must repeat exactly: all but the times.
 SAME = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")

@@ -81,9 +81,13 @@ def test_compile_on_a_cpu_without_a_cxx_compiler_says_what_to_install(params, mo
     with pytest.raises(ValueError, match="with no-such-c\\+\\+, which is not installed.*g\\+\\+"):
         parameters.check_parameters({**params, "COMPILE": True})
     parameters.check_parameters({**params, "COMPILE": False})
-    monkeypatch.setenv("CXX", f"{sys.executable} -c pass")  # a command with arguments, as Inductor
-    parameters.check_parameters({**params, "COMPILE": True})
     parameters.check_parameters({**params, "COMPILE": True}, device="mps")  # no C++ for a GPU
+    monkeypatch.setenv("CXX", '"no-such-c++')  # unbalanced quotes: still looked for, and named
+    with pytest.raises(ValueError, match='with "no-such-c\\+\\+, which is not installed'):
+        parameters.check_parameters({**params, "COMPILE": True})
+    # A command with arguments, as Inductor accepts it ("ccache g++").
+    monkeypatch.setenv("CXX", f"{sys.executable} -c pass")
+    parameters.check_parameters({**params, "COMPILE": True})
 
 
 def test_parameters_added_later_fill_in_after_the_recorded_ones_in_their_order():
@@ -187,18 +191,18 @@ def test_compare_runs_tables_what_differs_and_plots_every_curve(params):
         "%",
         "time",
     ]
-    epochs = params["EPOCHS"]
+    epochs, count = params["EPOCHS"], f"{count_parameters(MNISTNet(params['CHANNELS'])):,}"
     assert rows[0].split()[1:] == [
         str(epochs),
         "1",
-        "118,202",
+        count,
         f"3/{epochs}",
         "99.40",
         "99.50",
         "3",
         "s",
     ]
-    assert rows[1].split()[1:6] == ["3", "2", "118,202", "2/3", "99.20"]
+    assert rows[1].split()[1:6] == ["3", "2", count, "2/3", "99.20"]
     assert "0 (none finished)" in rows[2]
     assert len(fig.axes[0].lines) == 2
 

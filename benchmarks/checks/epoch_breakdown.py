@@ -8,7 +8,6 @@ batches already built, the weight average's update and the per-step isfinite and
 idle machine.
 """
 
-import sys
 import tempfile
 import time
 
@@ -16,13 +15,8 @@ import matplotlib
 import torch
 import torch.nn.functional as F
 
-from provenance import REPO
-
-matplotlib.use("Agg")
-sys.path.insert(0, str(REPO / "tests"))
-from notebook_cells import run_cells  # noqa: E402 (the tests' helper that runs the cells)
-
-import plots  # noqa: E402
+import plots
+from benchmarks.common import run_cells
 
 
 def seconds_per_call(call, args_list, repeats=5):
@@ -40,6 +34,7 @@ def seconds_per_call(call, args_list, repeats=5):
 
 
 def main():
+    matplotlib.use("Agg")
     plots.plot_samples = lambda images, labels: None  # no figure: only times are wanted
     with tempfile.TemporaryDirectory() as out:
         ns = run_cells(
@@ -55,10 +50,12 @@ def main():
     batches = [batch for _, batch in zip(range(100), loader)]
     optimizer, ema_model = ns["make_optimizer"](model)
 
-    def bare(images, labels):
+    smoothing = ns["LABEL_SMOOTHING"]
+
+    def bare(images, labels):  # train()'s step without its checks, average and counts
         optimizer.zero_grad(set_to_none=True)
         output = model(images)
-        loss = F.nll_loss(output, labels)
+        loss = (1 - smoothing) * F.nll_loss(output, labels) - smoothing * output.mean()
         loss.backward()
         optimizer.step()
         return output, loss, labels
@@ -75,7 +72,11 @@ def main():
     results = [bare(*batch) for batch in batches[:10]]
     items_s = seconds_per_call(items, results * 10)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=0.1, epochs=20, steps_per_epoch=steps, pct_start=0.2
+        optimizer,
+        max_lr=ns["LEARNING_RATE"],
+        epochs=ns["EPOCHS"],
+        steps_per_epoch=steps,
+        pct_start=ns["WARMUP"],
     )
     start = time.perf_counter()
     ns["train"](model, ema_model, ns["device"], loader, optimizer, scheduler, 1)
