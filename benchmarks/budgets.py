@@ -26,7 +26,7 @@ SMALL_NETWORK_TRAINING = dict(
 )
 # budget name: (the most parameters allowed, the parameters-cell values that select the setting).
 SETTINGS = {
-    "20k": (20_000, dict(CHANNELS=[[8, 12], [20, 20], 24, 28], **SMALL_NETWORK_TRAINING)),
+    "20k": (20_000, dict(CHANNELS=[12, [20, 20], 24, 28], **SMALL_NETWORK_TRAINING)),
     "8k": (
         8_000,
         dict(CHANNELS=[[8, 8], [12, 12], 16, 12], **SMALL_NETWORK_TRAINING, LABEL_SMOOTHING=0.0),
