@@ -63,9 +63,8 @@ def test_a_read_only_weights_file_stops_the_run_and_the_files_still_agree(params
 def test_weights_that_do_not_belong_to_the_metrics_are_refused_and_skipped(params):
     older = fake_run(params, MNISTNet(params["CHANNELS"]), [99.0])
     newer = fake_run(params, MNISTNet(params["CHANNELS"]), [98.0])
-    torch.save(
-        MNISTNet(params["CHANNELS"]).state_dict(), newer / runs.WEIGHTS_FILE
-    )  # a stop between two saves
+    # A stop between two saves: weights that are not the ones the metrics describe.
+    torch.save(MNISTNet(params["CHANNELS"]).state_dict(), newer / runs.WEIGHTS_FILE)
     with pytest.raises(runs.RunFolderError, match="is not the weights file .* was saved with"):
         runs.load_model(newer)
     with pytest.warns(UserWarning, match="Skipped: .*is not the weights file"):
