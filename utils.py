@@ -1,22 +1,24 @@
 """The MNIST train and test DataLoaders, their transforms, and the seed and device to train with.
 
-`get_data_loaders()` (also named `transforms_data()`) is the entry point. The other helpers of the
-notebook live in modules of their own beside this one (mnist: the files; files; checkpoints;
-plots; analysis; parameters; cells; runs; resume; provenance); `moved` keeps old names working.
+`get_data_loaders()` (also named `transforms_data()`) is the entry point. It needs only torch and
+torchvision: copy this file beside a notebook of your own and it works there. torchvision reads
+(and, with download=True, fetches) MNIST in its usual layout, <data_dir>/MNIST/raw/.
 Importing this module reads, downloads and prints nothing.
 """
 
 import math
 import os
 import random
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
+from torchvision import datasets, transforms
 
-import moved
-from mnist import MNIST_MEAN, MNIST_STD, load_mnist
+# Mean and std of the MNIST training pixels, scaled to [0, 1].
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
 
 
 class BatchRandomAffine(torch.nn.Module):
@@ -71,13 +73,15 @@ class MNISTBatches(Dataset):
     """An MNIST split held in memory as uint8, served and transformed a whole batch at a time.
 
     DataLoader calls __getitems__ with all indices of a batch, so the transform runs once per
-    batch on a float (B, 1, 28, 28) tensor instead of once per image through PIL.
+    batch on a float (B, 1, 28, 28) tensor instead of once per image through PIL. `root` is the
+    folder the images were read from.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None, root=None):
         self.images = images
         self.labels = labels
         self.transform = transform
+        self.root = root
 
     def __len__(self):
         return len(self.labels)
@@ -99,6 +103,19 @@ def keep_batch(batch):
     return batch
 
 
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data folder: `data_dir`, else $MNIST_DATA_DIR, else ./data.
+
+    A path to the MNIST or MNIST/raw folder itself is taken to mean the folder above MNIST.
+    """
+    root = Path(data_dir or os.environ.get("MNIST_DATA_DIR") or "data").expanduser()
+    if root.name == "raw" and root.parent.name == "MNIST":
+        return root.parent.parent
+    if root.name == "MNIST" and (root / "raw").is_dir():
+        return root.parent
+    return root
+
+
 def get_data_loaders(
     batch_size: int = 128,
     test_batch_size: int = 1000,
@@ -117,11 +134,12 @@ def get_data_loaders(
 
     Both splits are normalised with the training mean and std; only the training split is
     shuffled and (with `augment`) randomly rotated (up to `rotation` degrees), shifted (up to
-    `shift` of the image size) and zoomed (by up to `zoom` in or out). `device` is where the data
-    lives and batches are built: "cpu", or an accelerator to keep the whole set there.
-    `num_workers=0` is the default because batches cost little to build and workers would
-    compete with the model for the CPU cores. `seed` fixes the shuffling and the augmentation
-    in workers. `max_samples` keeps the first n images of each split (for smoke runs).
+    `shift` of the image size) and zoomed (by up to `zoom` in or out). MNIST is read from
+    `data_dir` (see resolve_data_dir) and downloaded there first when missing and `download`.
+    `device` is where the data lives and batches are built: "cpu", or an accelerator to keep the
+    whole set there. `num_workers=0` is the default because batches cost little to build and
+    workers would compete with the model for the CPU cores. `seed` fixes the shuffling and the
+    augmentation in workers. `max_samples` keeps the first n images of each split (smoke runs).
     """
     device = torch.device(device)
     if num_workers and device.type != "cpu":
@@ -129,10 +147,12 @@ def get_data_loaders(
             f"num_workers={num_workers} needs the data on the CPU, but device={device}. "
             "Use num_workers=0 when the data lives on an accelerator."
         )
+    root = resolve_data_dir(data_dir)
     splits = {}
     for train in (True, False):
-        images, labels = load_mnist(data_dir, train=train, download=download)
-        splits[train] = (images[:max_samples].to(device), labels[:max_samples].to(device))
+        split = datasets.MNIST(root, train=train, download=download)
+        images, labels = split.data[:max_samples], split.targets[:max_samples]
+        splits[train] = (images.to(device), labels.to(device))
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     common = dict(
         num_workers=num_workers,
@@ -140,19 +160,19 @@ def get_data_loaders(
         # Pinned memory only helps copies from the CPU to a CUDA device.
         pin_memory=device.type == "cpu" and torch.cuda.is_available(),
         # Workers started afresh for each pass draw their seeds from the loader's generator (the
-        # global one for the test loader), so a resumed run (resume.py puts the generators back)
+        # global one for the test loader), so a run that puts the generators back after a stop
         # draws every random number as a run that never stopped.
         persistent_workers=False,
     )
     train_loader = DataLoader(
-        MNISTBatches(*splits[True], train_transform(augment, rotation, shift, zoom)),
+        MNISTBatches(*splits[True], train_transform(augment, rotation, shift, zoom), root),
         batch_size=batch_size,
         shuffle=True,
         generator=generator,
         **common,
     )
     test_loader = DataLoader(
-        MNISTBatches(*splits[False], test_transform()),
+        MNISTBatches(*splits[False], test_transform(), root),
         batch_size=test_batch_size,
         shuffle=False,
         **common,
@@ -175,24 +195,3 @@ def get_device() -> torch.device:
     if torch.accelerator.is_available():
         return torch.accelerator.current_accelerator()
     return torch.device("cpu")
-
-
-# Names that lived here before the helpers got modules of their own. They still work, with a
-# DeprecationWarning naming the new home; the notebook and the project import from there.
-MOVED = moved.homes(
-    mnist=("MNISTDataError", "RAW_FILES", "ALL_RAW_FILES", "DOWNLOAD_TIMEOUT_S", "resolve_data_dir",
-           "raw_folder", "ensure_mnist_files", "read_idx_file"),
-    files=("atomic_write", "current_umask", "save_json"),
-    checkpoints=("CheckpointError", "save_weights", "load_weights", "all_finite",
-                 "check_checkpoint_format", "unwrap_state_dict", "check_state_dict"),
-    analysis=("predict", "shifted_views", "confusion_matrix", "per_class_accuracy",
-              "misclassified"),
-    plots=("denormalize", "image_grid", "plot_samples", "finish", "CURVE_PANELS", "plot_curves",
-           "epoch_axis", "cap_percent_axis", "plot_confusion_matrix", "plot_misclassified"),
-)  # fmt: skip
-__getattr__ = moved.forwarder("utils", MOVED)
-__all__ = [
-    "MNIST_MEAN", "MNIST_STD", "BatchRandomAffine", "MNISTBatches", "get_data_loaders",
-    "get_device", "keep_batch", "load_mnist", "set_seed", "test_transform", "train_transform",
-    "transforms_data", *MOVED,
-]  # fmt: skip

@@ -1,8 +1,9 @@
-"""The MNIST files: where they are, checking them, unpacking and downloading them.
+"""The MNIST files, checked before the notebook reads them: present, whole, and the right split.
 
-`load_mnist` gives one split as uint8 tensors, read only from the four raw idx files that
-torchvision.datasets.MNIST keeps under <data_dir>/MNIST/raw/. Importing this module reads,
-downloads and prints nothing.
+`prepare(data_dir)` makes sure the four raw idx files that torchvision.datasets.MNIST reads are
+under <data_dir>/MNIST/raw/ (unpacking .gz copies, else downloading) and checks each one, so a
+missing, damaged or swapped file stops the notebook with its name and the fix before any
+training. Importing this module reads, downloads and prints nothing.
 """
 
 import gzip
@@ -15,14 +16,10 @@ import tempfile
 import zlib
 from pathlib import Path
 
-import torch
 from torchvision import datasets
 
-from files import atomic_write, one_line
-
-# Mean and std of the MNIST training pixels, scaled to [0, 1].
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
+from utils import resolve_data_dir
+from workbench.files import atomic_write, one_line
 
 # The four raw files torchvision.datasets.MNIST reads, under <data_dir>/MNIST/raw/.
 RAW_FILES = {
@@ -30,7 +27,9 @@ RAW_FILES = {
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 ALL_RAW_FILES = RAW_FILES[True] + RAW_FILES[False]
-TRAIN_IMAGES = 60_000  # in the training split
+# Images in each split of MNIST as published: {train: count}.
+SPLIT_SIZES = {True: 60_000, False: 10_000}
+TRAIN_IMAGES = SPLIT_SIZES[True]
 
 
 class MNISTDataError(RuntimeError):
@@ -42,47 +41,60 @@ class MNISTDataError(RuntimeError):
 DOWNLOAD_TIMEOUT_S = 20
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data folder: `data_dir`, else $MNIST_DATA_DIR, else ./data.
-
-    A path to the MNIST or MNIST/raw folder itself is taken to mean the folder above MNIST.
-    """
-    root = Path(data_dir or os.environ.get("MNIST_DATA_DIR") or "data").expanduser()
-    if root.name == "raw" and root.parent.name == "MNIST":
-        return root.parent.parent
-    if root.name == "MNIST" and (root / "raw").is_dir():
-        return root.parent
-    return root
-
-
 def raw_folder(data_dir: str | os.PathLike) -> Path:
     return Path(data_dir) / "MNIST" / "raw"
 
 
-def load_mnist(
-    data_dir: str | os.PathLike | None = None, train: bool = True, download: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split as (uint8 images of shape (N, 28, 28), int64 labels of shape (N,)).
+def prepare(
+    data_dir: str | os.PathLike | None = None, download: bool = True, subset: bool = False
+) -> dict[bool, int]:
+    """Make sure the four raw files are there and sound; return {train: images in that split}.
 
-    Downloads the files first when they are missing and `download` is true. Only the raw idx
-    files are read: a processed/*.pt cache left by an old torchvision is ignored.
+    MNIST's splits hold 60,000 and 10,000 images: other counts are refused unless `subset` (a
+    smoke run, which uses only the first few images of each), and a training split smaller than
+    the test split (the files swapped) always is. Raises MNISTDataError naming the file and fix.
     """
     root = resolve_data_dir(data_dir)
     ensure_mnist_files(root, download)
-    images_path, labels_path = (raw_folder(root) / name for name in RAW_FILES[train])
-    images = read_idx_file(images_path, ndim=3)
-    labels = read_idx_file(labels_path, ndim=1).long()
-    if len(images) != len(labels):
+    folder = raw_folder(root)
+    sizes = {}
+    for train, (images_name, labels_name) in RAW_FILES.items():
+        images = check_idx_file(folder / images_name, ndim=3)
+        labels = check_idx_file(folder / labels_name, ndim=1, read=True)
+        if images != len(labels):
+            raise MNISTDataError(
+                f"{folder / images_name} holds {images} images but {folder / labels_name} holds "
+                f"{len(labels)} labels. {_redownload_hint(folder)}"
+            )
+        if max(labels) > 9:
+            raise MNISTDataError(
+                f"{folder / labels_name} holds labels outside 0-9, so it is corrupt. "
+                + _redownload_hint(folder)
+            )
+        sizes[train] = images
+    check_split_sizes(folder, sizes, subset)
+    return sizes
+
+
+def check_split_sizes(folder: Path, sizes: dict[bool, int], subset: bool) -> None:
+    """MNISTDataError unless each split holds MNIST's count (any count when `subset`)."""
+    names = {train: f"{RAW_FILES[train][0]} and {RAW_FILES[train][1]}" for train in RAW_FILES}
+    if sizes[True] < sizes[False]:
         raise MNISTDataError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds "
-            f"{len(labels)} labels. {_redownload_hint(raw_folder(root))}"
+            f"In {folder}, the training files ({names[True]}) hold {sizes[True]} images and the "
+            f"test files ({names[False]}) {sizes[False]}: the training split is the larger one, "
+            "so the two look swapped. Put the 60,000 training images under the train-* names "
+            "and the 10,000 test images under the t10k-* names."
         )
-    if int(labels.max()) > 9:
+    wrong = [train for train in RAW_FILES if sizes[train] != SPLIT_SIZES[train]]
+    if wrong and not subset:
+        what = "; ".join(
+            f"{names[t]} hold {sizes[t]:,} images, not MNIST's {SPLIT_SIZES[t]:,}" for t in wrong
+        )
         raise MNISTDataError(
-            f"{labels_path} holds labels outside 0-9, so it is corrupt. "
-            + _redownload_hint(raw_folder(root))
+            f"In {folder}: {what}. Accuracy measured on other files is no MNIST figure: point "
+            "DATA_DIR at the real MNIST, or set SMOKE = True for a quick run on part of it."
         )
-    return images, labels
 
 
 def ensure_mnist_files(root: Path, download: bool) -> None:
@@ -112,25 +124,39 @@ def ensure_mnist_files(root: Path, download: bool) -> None:
     raise MNISTDataError(
         f"MNIST was not found in {folder.resolve()}: missing {', '.join(missing)}, "
         f"and {reason}. Expected the four files {', '.join(ALL_RAW_FILES)} in that folder. "
-        "To fix it, either set MNIST_DATA_DIR (or pass data_dir=) to a folder that holds "
+        "To fix it, either set MNIST_DATA_DIR (or DATA_DIR) to a folder that holds "
         "MNIST/raw/<those four files>, e.g. `export MNIST_DATA_DIR=../shared/data`, "
         f"or put the four files into {folder.resolve()} yourself."
     )
 
 
-def _unpack(packed, target):
+def _unpack(packed: Path, target: Path) -> None:
     """Decompress a .gz raw file beside itself, as torchvision does after a download."""
     try:
         with gzip.open(packed, "rb") as src:
+            src.peek(1)  # a file that is no gzip archive fails here, before anything is written
             atomic_write(target, lambda f: shutil.copyfileobj(src, f))
-    except (OSError, EOFError, zlib.error) as err:
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise MNISTDataError(
             f"{packed} could not be unpacked into {target} ({type(err).__name__}: "
-            f"{one_line(err)}). {_redownload_hint(packed.parent)}"
+            f"{one_line(err)}): it is damaged. {_redownload_hint(packed.parent)}"
+        ) from err
+    except PermissionError as err:
+        raise MNISTDataError(
+            f"{packed} is a good archive, but {packed.parent} is read-only, so it cannot be "
+            f"unpacked there for torchvision to read ({one_line(err)}). Unpack it where you can "
+            f"write: copy {packed.parent.parent} to a folder of yours (e.g. `cp -r "
+            f"{packed.parent.parent} data/`) and set DATA_DIR to that folder's parent (data)."
+        ) from err
+    except OSError as err:
+        raise MNISTDataError(
+            f"{packed} could not be unpacked into {target} ({type(err).__name__}: "
+            f"{one_line(err)}). Free disk space or copy {packed.parent.parent} to a folder with "
+            "room, and set DATA_DIR to that folder's parent."
         ) from err
 
 
-def _download_missing(root, missing):
+def _download_missing(root: Path, missing: list[str]) -> None:
     """Download MNIST next to its final place, then move the missing files in.
 
     Files appear under their real names only once complete, so an interrupted download
@@ -155,8 +181,9 @@ def _download_missing(root, missing):
                 folder.rmdir()
 
 
-def read_idx_file(path: str | os.PathLike, ndim: int) -> torch.Tensor:
-    """The uint8 tensor in the idx file at `path`, after checking that the file is complete.
+def check_idx_file(path: Path, ndim: int, read: bool = False) -> int | bytes:
+    """The item count of the idx file at `path` after checking that it is complete; with `read`,
+    its data (bytes).
 
     ndim 3 means (N, 28, 28) images, ndim 1 means (N,) labels; the file size must match exactly.
     """
@@ -171,21 +198,21 @@ def read_idx_file(path: str | os.PathLike, ndim: int) -> torch.Tensor:
             size = os.fstat(f.fileno()).st_size
             if dims[1:] != (28, 28)[: ndim - 1] or size != header_size + math.prod(dims):
                 dims = None
-        data = f.read() if dims is not None else b""
+        data = f.read() if dims is not None and read else b""
     if dims is None:
         raise MNISTDataError(
             f"{path} is truncated or corrupt: it is not a complete MNIST idx file. "
-            + _redownload_hint(Path(path).parent)
+            + _redownload_hint(path.parent)
         )
     if dims[0] == 0:
         raise MNISTDataError(
             f"{path} is a well-formed idx file with 0 {'images' if ndim == 3 else 'labels'}. "
-            + _redownload_hint(Path(path).parent)
+            + _redownload_hint(path.parent)
         )
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dims)
+    return data if read else dims[0]
 
 
-def _redownload_hint(folder):
+def _redownload_hint(folder: Path) -> str:
     return (
         "Delete the file and run again with download=True to fetch a fresh copy "
         f"(or copy a good one into {folder})."

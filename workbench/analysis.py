@@ -4,12 +4,43 @@ Importing this module does nothing.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist import MNIST_MEAN, MNIST_STD
+from utils import MNIST_MEAN, MNIST_STD
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Every test image predicted once: labels, confidences, the true labels and what they give."""
+
+    predictions: torch.Tensor
+    confidences: torch.Tensor
+    targets: torch.Tensor
+    tta_shift: int
+
+    @property
+    def accuracy(self) -> float:
+        """Test accuracy (%) of these predictions."""
+        return 100 * (self.predictions == self.targets).float().mean().item()
+
+    @property
+    def wrong(self) -> int:
+        return int((self.predictions != self.targets).sum())
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        return confusion_matrix(self.predictions, self.targets)
+
+
+def analyse(
+    model: nn.Module, loader: Iterable, device: str | torch.device, tta_shift: int = 0
+) -> Analysis:
+    """Predict all of `loader` with `model` (and test-time augmentation when `tta_shift` > 0)."""
+    return Analysis(*predict(model, loader, device, tta_shift), tta_shift=tta_shift)
 
 
 def predict(

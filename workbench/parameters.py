@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from mnist import TRAIN_IMAGES
 from model import stage_widths
+from workbench.mnist import TRAIN_IMAGES
 
 # The largest values the notebook accepts: beyond them a run fails later (an overflowing seed, a
 # run folder name too long for the file system) or is no longer the small network this is.
@@ -29,11 +29,11 @@ MAX_WIDTH = 1024
 SMOKE_IMAGES = 256
 # Share of the memory available now that training may take, by the estimate below.
 MEMORY_SHARE = 0.8
-# The names of the project's modules and the notebook's imports: a papermill parameter with one
-# of these names (-p runs 5) would replace the module and break a later cell.
+# The names the notebook imports: a papermill parameter with one of these names (-p runs 5) would
+# replace the module and break a later cell.
 NOTEBOOK_IMPORTS = (
-    "analysis", "cells", "parameters", "plots", "resume", "runs", "utils", "torch", "optim", "F",
-    "sys", "time", "summary", "tqdm", "MNISTNet",
+    "workbench", "analysis", "plots", "runs", "utils", "torch", "optim", "F", "sys", "time",
+    "summary", "tqdm", "MNISTNet",
 )  # fmt: skip
 
 
@@ -96,14 +96,6 @@ PARAMETER_RULES = {
     "SMOKE": (lambda v: isinstance(v, bool), "True or False"),
     "RESUME": (lambda v: v is None or _folder(v), "None or the folder of a run to go on with"),
 }
-# Parameters added after runs were first saved, with the value that trains as the notebook did
-# before: a run folder (or resume.pt) that does not record one of them was trained with this.
-ADDED_LATER = {"LABEL_SMOOTHING": 0.0, "COMPILE": False}
-
-
-def with_added_later(recorded: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's recorded parameters, with those it predates at the value it was trained with."""
-    return {**recorded, **{name: v for name, v in ADDED_LATER.items() if name not in recorded}}
 
 
 def check_parameters(

@@ -13,8 +13,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis import misclassified
-from mnist import MNIST_MEAN, MNIST_STD
+from utils import MNIST_MEAN, MNIST_STD
+from workbench.analysis import Analysis, misclassified
 
 PathLike = str | os.PathLike | None
 
@@ -125,15 +125,13 @@ def plot_confusion_matrix(matrix: torch.Tensor, path: PathLike = None) -> Figure
 
 
 def plot_misclassified(
-    dataset,
-    predictions: torch.Tensor,
-    confidences: torch.Tensor,
-    targets: torch.Tensor,
-    n: int = 24,
-    ncols: int = 8,
-    path: PathLike = None,
+    dataset, found: Analysis, n: int = 24, ncols: int = 8, path: PathLike = None
 ) -> Figure:
-    """A grid of the most confident mistakes, titled true -> predicted (confidence)."""
+    """A grid of the most confident mistakes in `found`, titled true -> predicted (confidence).
+
+    `dataset` is the one `found` predicted, in the same order (the test loader's).
+    """
+    predictions, confidences, targets = found.predictions, found.confidences, found.targets
     indices = misclassified(predictions, confidences, targets, n).tolist()
     images = dataset.__getitems__(indices)[0] if indices else []
     titles = [

@@ -1,17 +1,19 @@
 """Resume a stopped run exactly: in its own folder, from its last finished epoch.
 
-When a run starts and after every finished epoch, the training cell saves beside the weights
-(`resume.pt`) everything the next epoch depends on: the model being trained, the optimiser's
-momentum, the learning-rate schedule's step, the weight average, the random generators (PyTorch's,
+When a run starts and after every finished epoch, the run folder keeps (`resume.pt`) everything the
+next epoch depends on: the training objects' states (`Training`), the random generators (PyTorch's,
 Python's, the training loader's, an accelerator's) and the per-epoch history. With `RESUME` set to
 the run's folder, the training cell puts all of it back and trains the epochs that are left, so the
 finished run's metrics and weights are those of a run that never stopped (same seed, same thread
-count, same machine). Importing this module does nothing.
+count, same machine). workbench.folders writes and reads the files. Importing this module does
+nothing.
 """
 
+import dataclasses
 import hashlib
 import random
 import warnings
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,48 +22,51 @@ import torch
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
-import checkpoints
-import provenance
-import runs
-from files import save_json
-from parameters import normalized, with_added_later
+from workbench import checkpoints, folders, provenance
+from workbench.parameters import normalized
 
 # Bumped when what resume.pt holds changes, so an older file is refused by name, not by a KeyError.
 FORMAT = 1
 # Parameters that may differ from the run's own: they do not change what is trained.
 MAY_DIFFER = ("RESUME", "DATA_DIR", "OUTPUT_DIR", "TTA_SHIFT")
-# What resume.pt holds, besides FORMAT: a state_dict for each of these.
-TRAINING_OBJECTS = ("model", "optimizer", "scheduler", "ema_model")
+
+
+@dataclass(frozen=True)
+class Training:
+    """The objects training changes: resume.pt holds a state_dict of each."""
+
+    model: nn.Module
+    optimizer: optim.Optimizer
+    scheduler: optim.lr_scheduler.LRScheduler
+    ema_model: optim.swa_utils.AveragedModel
+
+    def state_dicts(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name).state_dict() for f in dataclasses.fields(self)}
+
+    def load_state_dicts(self, saved: dict[str, Any]) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).load_state_dict(saved[f.name])
+
+
+OBJECTS = tuple(f.name for f in dataclasses.fields(Training))
 
 
 def state(
-    history: dict[str, list[float]],
-    params: dict[str, Any],
-    model: nn.Module,
-    optimizer: optim.Optimizer,
-    scheduler: optim.lr_scheduler.LRScheduler,
-    ema_model: nn.Module,
-    loader: DataLoader,
+    training: Training, history: dict[str, list[float]], params: dict[str, Any], loader: DataLoader
 ) -> dict[str, Any]:
     """Everything the next epoch depends on, as tensors and plain data (for torch.save).
 
     With it, what it belongs to: the parameters that shape training and the training data's
     fingerprint, so a resume.pt of another run, or other data, is refused.
     """
-    objects = training_objects(model, optimizer, scheduler, ema_model)
     return dict(
         format=FORMAT,
         history=history,
         rng=rng_state(loader),
         parameters=shaping(params),
         data=data_fingerprint(loader),
-        **{name: obj.state_dict() for name, obj in objects.items()},
+        **training.state_dicts(),
     )
-
-
-def training_objects(*objects) -> dict[str, Any]:
-    """{name in TRAINING_OBJECTS: object}, for the model, optimizer, scheduler and ema_model."""
-    return dict(zip(TRAINING_OBJECTS, objects, strict=True))
 
 
 def shaping(params: dict[str, Any]) -> dict[str, Any]:
@@ -126,26 +131,18 @@ def check_resumable(params: dict[str, Any]) -> None:
         raise ValueError(
             f"RESUME = {str(folder)!r} is a file: give the run folder, such as {run_dir.parent}."
         )
-    if not (run_dir / runs.PARAMS_FILE).is_file():
+    if not (run_dir / folders.PARAMS_FILE).is_file():
         raise ValueError(
             f"RESUME = {str(folder)!r} ({run_dir.resolve()}) is not a run folder: it has no "
-            f"{runs.PARAMS_FILE}. Give the folder of the run to go on with, e.g. "
+            f"{folders.PARAMS_FILE}. Give the folder of the run to go on with, e.g. "
             f"{Path(params['OUTPUT_DIR']) / '20261130-120000_c16-32x32-64-128_ep16_seed1'}."
         )
-    if not (run_dir / runs.RESUME_FILE).is_file():
+    if not (run_dir / folders.RESUME_FILE).is_file():
         raise ValueError(
-            f"{run_dir} cannot be resumed: it has no {runs.RESUME_FILE} (it was saved by a version "
-            "of the notebook from before resuming, or copied without it). Set RESUME = None to "
-            "start a new run."
+            f"{run_dir} cannot be resumed: it has no {folders.RESUME_FILE} (it was copied without "
+            "it, or it was deleted). Set RESUME = None to start a new run."
         )
-    recorded = normalized(runs.read_params(run_dir)["parameters"])
-    unknown = [name for name in shaping(params) if name not in recorded]
-    if unknown:
-        raise ValueError(
-            f"{run_dir / runs.PARAMS_FILE} does not record {', '.join(unknown)}: the run was "
-            "made by another version of the notebook and cannot go on exactly. Set RESUME = None "
-            "to start a new run."
-        )
+    recorded = normalized(folders.read_params(run_dir)["parameters"])
     differ = differences(shaping(params), recorded, "here", "there")
     if differ:
         raise ValueError(
@@ -167,15 +164,15 @@ def load_state(
     run_dir: Path, params: dict[str, Any], model: nn.Module, loader: DataLoader
 ) -> dict[str, Any]:
     """The run's resume.pt, read safely and checked to belong to this run and this data."""
-    path = run_dir / runs.RESUME_FILE
+    path = run_dir / folders.RESUME_FILE
     try:
-        saved = checkpoints.load_file(path)
+        saved = folders.read_resume(run_dir)
     except (checkpoints.CheckpointError, OSError) as err:
         raise checkpoints.CheckpointError(
-            f"{path} cannot be used to resume: {err} Resuming needs the {runs.RESUME_FILE} the "
-            "run wrote; without it, set RESUME = None to start a new run."
+            f"{path} cannot be used to resume: {err} Resuming needs the {folders.RESUME_FILE} "
+            "the run wrote; without it, set RESUME = None to start a new run."
         ) from err
-    expected = {"format", "history", "rng", "parameters", "data", *TRAINING_OBJECTS}
+    expected = {"format", "history", "rng", "parameters", "data", *OBJECTS}
     if (
         not isinstance(saved, dict)
         or saved.get("format") != FORMAT
@@ -187,12 +184,11 @@ def load_state(
             f"{', '.join(sorted(expected))}), so the run cannot go on exactly. Set RESUME = None "
             "to start a new run."
         )
-    recorded = with_added_later(saved["parameters"])
-    differ = differences(shaping(params), recorded, "for this run", "in it")
+    differ = differences(shaping(params), saved["parameters"], "for this run", "in it")
     if differ:
         raise checkpoints.CheckpointError(
-            f"{path} belongs to another run: {differ}. Put back the run's own {runs.RESUME_FILE}, "
-            "or set RESUME = None to start a new run."
+            f"{path} belongs to another run: {differ}. Put back the run's own "
+            f"{folders.RESUME_FILE}, or set RESUME = None to start a new run."
         )
     data, before = data_fingerprint(loader), saved["data"]
     if data != before:
@@ -211,13 +207,8 @@ def load_state(
     return saved
 
 
-def resume_run(
-    params: dict[str, Any],
-    model: nn.Module,
-    optimizer: optim.Optimizer,
-    scheduler: optim.lr_scheduler.LRScheduler,
-    ema_model: nn.Module,
-    loader: DataLoader,
+def restore(
+    params: dict[str, Any], training: Training, loader: DataLoader
 ) -> tuple[Path, dict[str, list[float]]]:
     """Put back the state of params["RESUME"] after its last finished epoch; (run folder, history).
 
@@ -226,39 +217,26 @@ def resume_run(
     """
     check_resumable(params)
     run_dir = Path(params["RESUME"])
-    saved = load_state(run_dir, params, model, loader)
-    for name, obj in training_objects(model, optimizer, scheduler, ema_model).items():
-        obj.load_state_dict(saved[name])
+    saved = load_state(run_dir, params, training.model, loader)
+    training.load_state_dicts(saved)
     set_rng_state(saved["rng"], loader)
     history = saved["history"]
-    for name in (runs.PARAMS_FILE, runs.METRICS_FILE, runs.WEIGHTS_FILE, runs.RESUME_FILE):
-        for leftover in run_dir.glob(f".{name}.*.tmp"):  # from a save a hard stop cut short
-            leftover.unlink()
+    folders.remove_leftovers(run_dir)
     done = len(history["test_acc"])
-    if done and not is_whole(run_dir, done):  # what was loaded is what state() would give now
-        runs.save_epoch(run_dir, history, ema_model.module, params["EPOCHS"], saved)
+    if done and not folders.is_whole(run_dir, done):  # what was loaded is what state() gives now
+        folders.save_epoch(run_dir, history, training.ema_model.module, params["EPOCHS"], saved)
     if done < params["EPOCHS"]:
-        note_resumed(run_dir, done, params, next(model.parameters()).device)
+        note_resumed(run_dir, done, params, next(training.model.parameters()).device)
     return run_dir, history
 
 
-def is_whole(run_dir: Path, epochs: int) -> bool:
-    """Whether the run's metrics.json counts `epochs` epochs and its weights are the ones saved."""
-    try:
-        run = runs.read_run(run_dir)
-        runs.check_weights_match(run)
-    except runs.RunFolderError:
-        return False
-    return run["metrics"] is not None and run["metrics"]["epochs_done"] == epochs
-
-
 def note_resumed(run_dir: Path, epochs_done: int, params: dict[str, Any], device) -> None:
-    """Add when, after which epoch, how and with which data the run was resumed to params.json.
+    """Record in params.json when, after which epoch, how and with which data the run went on.
 
     Warns when the thread count, device, CPU or PyTorch differ from the run's: the results then
     differ from those of a run never stopped in the last bits.
     """
-    info = runs.read_params(run_dir)
+    info = folders.read_params(run_dir)
     now = dict(
         threads=torch.get_num_threads(),
         device=str(device),
@@ -271,14 +249,13 @@ def note_resumed(run_dir: Path, epochs_done: int, params: dict[str, Any], device
         warnings.warn(
             f"{run_dir} goes on with other {', '.join(changed)}: the results will not be "
             "bit-for-bit those of a run that never stopped.",
-            stacklevel=3,
+            stacklevel=4,
         )
-    resumed = dict(
+    entry = dict(
         at=datetime.now().astimezone().isoformat(timespec="seconds"),
         epochs_done=epochs_done,
         **now,
         git_commit=provenance.git_commit(),
         **{name: None if params[name] is None else str(params[name]) for name in MAY_DIFFER},
     )
-    info["resumed"] = [*info.get("resumed", []), resumed]
-    save_json(info, run_dir / runs.PARAMS_FILE)
+    folders.note_resumed(run_dir, entry)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent  # the project folder, which holds workbench/
 
 
 def cpu_model() -> str:

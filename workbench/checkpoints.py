@@ -6,6 +6,7 @@ state_dict for that model: pickled code, another file type, a truncated file, an
 Importing this module does nothing.
 """
 
+import io
 import os
 import pickle
 import zipfile
@@ -13,7 +14,7 @@ import zipfile
 import torch
 from torch import nn
 
-from files import atomic_write, one_line
+from workbench.files import atomic_write, one_line
 
 
 class CheckpointError(ValueError):
@@ -28,6 +29,13 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
 def save_file(obj: object, path: str | os.PathLike) -> None:
     """torch.save `obj` (tensors, numbers, strings and containers of them) to `path` atomically."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def state_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """The bytes torch.save writes for `state`: what a weights file holds."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 def all_finite(model: nn.Module) -> bool:

@@ -1,0 +1,152 @@
+"""The notebook's two objects: the `Workbench` of its check cell, the `Run` of its training cell.
+
+`Workbench(globals(), device)` checks every parameter, RESUME and the MNIST files before anything
+runs, and keeps the notebook's namespace, so later cells are checked against the values as they
+are then. `bench.start_run(...)` checks again, compares the loaders and the model with the
+parameters, and gives a `Run`: a new run folder, or RESUME's run put back as it stopped. The run
+saves every epoch (`run.save_epoch`), turns Ctrl-C into a stop that keeps what finished
+(`with run:`), and hands the cells after training its history and analysis, refusing until there
+is one. Importing this module does nothing.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn, optim
+from torch.utils.data import DataLoader
+
+from workbench import analysis, cells, folders, mnist, parameters, resume
+
+
+class Workbench:
+    """The notebook's parameters, checked now and again whenever a run starts."""
+
+    def __init__(self, namespace: Mapping[str, Any], device: str | torch.device = "cpu"):
+        self.namespace = namespace  # the notebook's globals(): read as they are at each check
+        self.device = torch.device(device)
+        self.last_run = None
+        self.params = self.check()
+
+    def check(self) -> dict[str, Any]:
+        """The parameters as they are now, checked with RESUME and the MNIST files they name."""
+        params = parameters.check_parameters(self.namespace, self.device)
+        resume.check_resumable(params)
+        mnist.prepare(params["DATA_DIR"], subset=params["SMOKE"])
+        return params
+
+    def start_run(
+        self,
+        model: nn.Module,
+        optimizer: optim.Optimizer,
+        scheduler: optim.lr_scheduler.LRScheduler,
+        ema_model: optim.swa_utils.AveragedModel,
+        train_loader: DataLoader,
+        test_loader: DataLoader,
+    ) -> "Run":
+        """A run of these objects with the parameters as they are now: RESUME's, or a new one.
+
+        A new run's folder records the run whose weights `model` holds, when it trained them.
+        """
+        params = self.params = self.check()
+        cells.check_built(params, model, train_loader, test_loader)
+        training = resume.Training(model, optimizer, scheduler, ema_model)
+        if params["RESUME"]:
+            run_dir, history = resume.restore(params, training, train_loader)
+            print(f"Resuming {run_dir} after epoch {len(history['test_acc'])}")
+        else:
+            history = {key: [] for key in folders.METRIC_KEYS}
+            last = self.last_run
+            continued = last.dir if last and last.training.model is model else None
+            initial = resume.state(training, history, params, train_loader)
+            run_dir = folders.create(
+                params["OUTPUT_DIR"], params, model, self.device, continued, initial
+            )
+            print(f"Saving into {run_dir}")
+        self.last_run = Run(run_dir, params, training, train_loader, history, self.device)
+        return self.last_run
+
+
+class Run:
+    """One run of the training cell: its folder, its epochs and what the cells after it read."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        params: dict[str, Any],
+        training: resume.Training,
+        loader: DataLoader,
+        history: dict[str, list[float]],
+        device: torch.device,
+    ):
+        self.dir, self.params, self.training = run_dir, params, training
+        self.loader, self.device = loader, device
+        self._history = history
+        self._analysis = None
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self._history["test_acc"])
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Each metric per finished epoch; StaleCellError before the first epoch has finished."""
+        if not self.epochs_done:
+            raise cells.not_trained()
+        return self._history
+
+    def save_epoch(self, **values: float) -> None:
+        """Record a finished epoch's values (one per folders.METRIC_KEYS) and save the epoch."""
+        if values.keys() != set(folders.METRIC_KEYS):
+            raise TypeError(f"save_epoch takes exactly {', '.join(folders.METRIC_KEYS)}")
+        for key in folders.METRIC_KEYS:
+            self._history[key].append(values[key])
+        try:
+            folders.save_epoch(
+                self.dir,
+                self._history,
+                self.training.ema_model.module,
+                self.params["EPOCHS"],
+                resume.state(self.training, self._history, self.params, self.loader),
+            )
+        except BaseException:
+            for key in folders.METRIC_KEYS:  # the epoch is not saved, so it did not finish
+                self._history[key].pop()
+            raise
+        self._analysis = None
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        """Ctrl-C (Jupyter's stop button) ends the training loop as a stop that loses nothing."""
+        if kind is KeyboardInterrupt:
+            print(
+                f"Interrupted: the {self.epochs_done} finished epochs are saved in {self.dir}; "
+                f"to go on, set RESUME = {str(self.dir)!r} and run the notebook again."
+            )
+            return True
+        return False
+
+    def analyse(self, test_loader: DataLoader, tta_shift: int) -> analysis.Analysis:
+        """Predict every test image with the run's averaged weights (test-time augmentation with
+        `tta_shift` > 0) and add that accuracy to metrics.json."""
+        if not self.epochs_done:
+            raise cells.not_trained()
+        result = analysis.analyse(self.training.ema_model, test_loader, self.device, tta_shift)
+        folders.save_final(self.dir, tta_shift=tta_shift, final_test_acc=result.accuracy)
+        self._analysis = result
+        return result
+
+    @property
+    def analysis(self) -> analysis.Analysis:
+        """What analyse() found for the weights of the last epoch; StaleCellError before it ran."""
+        if not self.epochs_done:
+            raise cells.not_trained()
+        if self._analysis is None:
+            raise cells.StaleCellError(
+                f"The test images have not been predicted with the model of {self.dir} yet: run "
+                "the cell that draws the confusion matrix first."
+            )
+        return self._analysis
