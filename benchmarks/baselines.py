@@ -14,12 +14,12 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 from tqdm import tqdm
 
-import runs
 import utils
 from benchmarks import common
-from mnist import MNIST_MEAN, MNIST_STD
 from model import count_parameters
-from provenance import machine_load
+from utils import MNIST_MEAN, MNIST_STD
+from workbench.folders import METRIC_KEYS
+from workbench.provenance import machine_load
 
 
 class S5TemplateNet(nn.Module):
@@ -124,7 +124,7 @@ def train_run(name, data_dir, train_images, epochs, seed, stop_at=None):
     model, optimizer, scheduler, train_loader, test_loader = SETUPS[name](data_dir, train_images)
     n = len(train_loader.dataset)
     load = machine_load()
-    history = {key: [] for key in runs.METRIC_KEYS}
+    history = {key: [] for key in METRIC_KEYS}
     for epoch in range(1, epochs + 1):
         model.train()
         lr = optimizer.param_groups[0]["lr"]
@@ -153,7 +153,7 @@ def train_run(name, data_dir, train_images, epochs, seed, stop_at=None):
             train_s,
             time.perf_counter() - start,
         )
-        for key, value in zip(runs.METRIC_KEYS, values):
+        for key, value in zip(METRIC_KEYS, values):
             history[key].append(value)
         tqdm.write(
             f"{name} seed {seed} epoch {epoch}: train {train_s:.1f} s, "

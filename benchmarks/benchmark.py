@@ -21,9 +21,10 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from benchmarks import baselines, common
-from files import save_json
-from mnist import load_mnist, resolve_data_dir
-from provenance import REPO, machine_load, provenance
+from utils import resolve_data_dir
+from workbench.files import save_json
+from workbench.mnist import prepare
+from workbench.provenance import REPO, machine_load, provenance
 
 TARGET_ACC = 99.0  # the "time to 99.0%" threshold
 HIGH_ACC = 99.5  # the "time to 99.5%" threshold
@@ -196,7 +197,7 @@ def main():
     matplotlib.use("Agg")  # the plot is only saved
 
     data_dir = resolve_data_dir(args.data_dir)
-    load_mnist(data_dir, download=False)  # fail early, with the clear message, if absent
+    prepare(data_dir, download=False)  # fail early, with the clear message, if absent
     seeds, template_epochs, examples_epochs = args.seeds, args.template_epochs, args.examples_epochs
     parameters = {} if args.epochs is None else {"EPOCHS": args.epochs}
     train_images = args.train_images

@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 from benchmarks import common
-from files import save_json
-from mnist import resolve_data_dir
-from provenance import REPO, provenance
+from utils import resolve_data_dir
+from workbench.files import save_json
+from workbench.provenance import REPO, provenance
 
 # Both budgets train the same way: networks this small underfit the default augmentation, so they
 # halve it (and keep dropout off, as the defaults now do too); compiled, their narrow layers'

@@ -3,7 +3,7 @@
 Every run, the notebook's or a baseline's, becomes one record of the same shape, from the run to
 the JSON files and logs: its label, seed, parameter count and the machine's load as it started,
 with `metrics` exactly as the notebook's metrics.json holds them (`history` with one value per
-epoch for each of runs.METRIC_KEYS, and `final_test_acc` with test-time augmentation).
+epoch for each of folders.METRIC_KEYS, and `final_test_acc` with test-time augmentation).
 """
 
 import argparse
@@ -14,10 +14,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import runs
-from mnist import TRAIN_IMAGES
 from model import receptive_field
-from provenance import REPO, machine_load
+from workbench import folders, runs
+from workbench.mnist import TRAIN_IMAGES
+from workbench.provenance import REPO, machine_load
 
 FULL_EPOCH = TRAIN_IMAGES  # training images in an epoch of the full training split
 NOTEBOOK = REPO / "S5.ipynb"
@@ -96,7 +96,7 @@ def run_notebook(
             kernel_name="python3",
             progress_bar=False,
         )
-        run = runs.read_run(runs.latest_run(out))
+        run = folders.read_run(runs.latest_run(out))
     return record(
         label,
         seed,

@@ -16,8 +16,8 @@ import statistics
 from pathlib import Path
 
 from benchmarks import common
-from mnist import resolve_data_dir
-from provenance import REPO, provenance
+from utils import resolve_data_dir
+from workbench.provenance import REPO, provenance
 
 LOG = REPO / "benchmarks" / "exploration.jsonl"
 

@@ -25,9 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import common
 from benchmarks.budgets import SETTINGS
-from files import save_json
 from model import MNISTNet
-from provenance import REPO, cpu_identity, provenance
+from workbench.files import save_json
+from workbench.provenance import REPO, cpu_identity, provenance
 
 RESULTS = REPO / "benchmarks" / "results.json"
 QUICK_OUT = REPO / "outputs" / "roofline-quick.json"  # a check that it runs, never a result

@@ -11,9 +11,9 @@ import matplotlib
 import pytest
 import torch
 
-import runs
 from benchmarks import common
 from model import MNISTNet
+from workbench import folders
 
 matplotlib.use("Agg")  # figures are only checked and saved, never shown
 
@@ -127,7 +127,7 @@ def params(notebook_defaults, tmp_path):
 
 @pytest.fixture
 def model():
-    """MNISTNet() (108,922 parameters, one block at 14x14): fixed initial weights, eval mode."""
+    """MNISTNet(), the notebook's default network: fixed initial weights, eval mode."""
     torch.manual_seed(0)
     return MNISTNet().eval()
 
@@ -135,10 +135,10 @@ def model():
 def fake_run(params, model, accuracies, **changes):
     """A run folder as the training cell leaves it after len(accuracies) epochs."""
     params = {**params, **changes}
-    run_dir = runs.start_run(params["OUTPUT_DIR"], params, model, "cpu")
-    history = {key: [] for key in runs.METRIC_KEYS}
+    run_dir = folders.create(params["OUTPUT_DIR"], params, model, "cpu", None, resume_state={})
+    history = {key: [] for key in folders.METRIC_KEYS}
     for acc in accuracies:
-        for key in runs.METRIC_KEYS:
+        for key in folders.METRIC_KEYS:
             history[key].append(acc if key == "test_acc" else 1.0)
-        runs.save_epoch(run_dir, history, model, params["EPOCHS"])
+        folders.save_epoch(run_dir, history, model, params["EPOCHS"], resume_state={})
     return run_dir

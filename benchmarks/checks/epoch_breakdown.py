@@ -15,8 +15,8 @@ import matplotlib
 import torch
 import torch.nn.functional as F
 
-import plots
 from benchmarks.common import run_cells
+from workbench import plots
 
 
 def seconds_per_call(call, args_list, repeats=5):
