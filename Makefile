@@ -39,7 +39,7 @@ run: $(BIN)/.installed
 record: run
 	cp "$$(cat $(NOTEBOOKS)/.latest)" S5.ipynb
 	mkdir -p docs
-	run_dir=$$($(BIN)/python -c 'import runs; print(runs.latest_run("outputs"))') && \
+	run_dir=$$($(BIN)/python -c 'from workbench import runs; print(runs.latest_run("outputs"))') && \
 		cp $$run_dir/curves.png $$run_dir/confusion_matrix.png $$run_dir/misclassified.png docs/
 
 bench: $(BIN)/.installed

@@ -191,13 +191,18 @@ def main():
         help="train the baselines on the first N images only (default: all 60,000)",
     )
     parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="notebook runs with SMOKE = True (256 images a split): checks it runs, on any data",
+    )
+    parser.add_argument(
         "--out", default=str(REPO / "benchmarks" / "results.json"), help="JSON file to write"
     )
     args = parser.parse_args()
     matplotlib.use("Agg")  # the plot is only saved
 
     data_dir = resolve_data_dir(args.data_dir)
-    prepare(data_dir, download=False)  # fail early, with the clear message, if absent
+    prepare(data_dir, download=False, subset=args.smoke)  # fail early, naming what is wrong
     seeds, template_epochs, examples_epochs = args.seeds, args.template_epochs, args.examples_epochs
     parameters = {} if args.epochs is None else {"EPOCHS": args.epochs}
     train_images = args.train_images
@@ -205,6 +210,8 @@ def main():
         seeds, template_epochs, examples_epochs = seeds[:1], 1, 1
         parameters = {"EPOCHS": 2}
         train_images = train_images or 12_000
+    if args.smoke:
+        parameters["SMOKE"] = True
 
     result = dict(provenance=provenance(), quick=args.quick, notebook_parameters_changed=parameters)
     check_idle("ours")

@@ -6,17 +6,16 @@ import sys
 import pytest
 import torch
 
-import parameters
-import runs
 from benchmarks import benchmark, budgets, common
 from conftest import REPO
 from model import MNISTNet, count_parameters, receptive_field
+from workbench import folders, parameters
 
 
 def fake_record(label, accuracies, seconds_per_epoch=10.0):
     """A record as benchmarks.common makes them, `seconds_per_epoch` for each epoch."""
     n = len(accuracies)
-    history = {key: [1.0] * n for key in runs.METRIC_KEYS}
+    history = {key: [1.0] * n for key in folders.METRIC_KEYS}
     history.update(
         test_acc=accuracies,
         train_time_s=[seconds_per_epoch] * n,
@@ -79,6 +78,7 @@ def test_a_tiny_run_records_every_epoch_of_all_three(
             "2",
             "--examples-epochs",
             "1",
+            "--smoke",
             "--out",
             str(out),
         ],
@@ -97,7 +97,7 @@ def test_a_tiny_run_records_every_epoch_of_all_three(
         assert key in result["provenance"], key
     for record in result["runs"]:
         # One record shape for all three: metrics.json's, with every per-epoch key.
-        assert set(record["metrics"]["history"]) == set(runs.METRIC_KEYS), record["label"]
+        assert set(record["metrics"]["history"]) == set(folders.METRIC_KEYS), record["label"]
         assert 0 <= record["load_at_start"]["busy_share"] <= 1
         history = common.history(record)
         assert all(0 < t <= e for t, e in zip(history["train_time_s"], history["epoch_time_s"]))

@@ -70,8 +70,9 @@ def lab(tmp_path, tiny_root):
     """JupyterLab on a free loopback port, serving a folder with S5.ipynb set up for a smoke run."""
     root = tmp_path / "lab"
     root.mkdir()
-    for module in REPO.glob("*.py"):  # the notebook imports the project's modules
+    for module in REPO.glob("*.py"):  # the notebook imports utils, model and the workbench
         shutil.copy(module, root / module.name)
+    shutil.copytree(REPO / "workbench", root / "workbench", ignore=shutil.ignore_patterns("__py*"))
     parameters = dict(
         DATA_DIR=str(tiny_root),
         OUTPUT_DIR=str(tmp_path / "outputs"),

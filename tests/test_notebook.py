@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +15,9 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-import comparison
-import parameters
-import runs
 from benchmarks.common import NOTEBOOK
 from conftest import REPO
+from workbench import comparison, folders, parameters, runs
 
 
 def smoke_parameters(data_dir, output_dir, epochs=2, **extra):
@@ -95,7 +94,7 @@ def test_smoke_run_saves_a_run_folder(smoke_run, notebook_defaults):
     metrics = run["metrics"]
     assert (metrics["epochs_done"], metrics["epochs_planned"]) == (2, 2)
     assert metrics["tta_shift"] == 1 and 0 <= metrics["final_test_acc"] <= 100
-    assert set(metrics["history"]) == set(runs.METRIC_KEYS)
+    assert set(metrics["history"]) == set(folders.METRIC_KEYS)
     assert all(len(values) == 2 for values in metrics["history"].values())
     assert all(
         0 <= acc <= 100 for acc in metrics["history"]["test_acc"] + metrics["history"]["train_acc"]
@@ -141,11 +140,11 @@ def test_a_second_run_into_the_same_output_dir_keeps_the_first_and_repeats_its_m
     copy.mkdir()
     os.symlink(first["path"], copy / first["name"])
     run_notebook(tmp_path, smoke_parameters(tiny_root, copy))
-    folders = sorted(p.name for p in copy.iterdir())
-    assert len(folders) == 2 and folders[0] == first["name"]
+    names = sorted(p.name for p in copy.iterdir())
+    assert len(names) == 2 and names[0] == first["name"]
     assert snapshot(first["path"]) == before  # nothing of the first run was replaced
-    second = runs.read_run(copy / folders[1])["metrics"]["history"]
-    for key in set(runs.METRIC_KEYS) - {"train_time_s", "epoch_time_s"}:
+    second = folders.read_run(copy / names[1])["metrics"]["history"]
+    for key in set(folders.METRIC_KEYS) - {"train_time_s", "epoch_time_s"}:
         assert first["metrics"]["history"][key] == second[key], key
 
 
@@ -262,7 +261,7 @@ def test_sigint_to_papermill_keeps_every_finished_epoch(tiny_root, tmp_path):
     )
     try:
         deadline = time.monotonic() + 120
-        while not list(out.glob(f"*/{runs.WEIGHTS_FILE}")) and time.monotonic() < deadline:
+        while not list(out.glob(f"*/{folders.WEIGHTS_FILE}")) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert process.poll() is None, "the notebook ended before it could be interrupted"
         os.killpg(process.pid, signal.SIGINT)
@@ -296,6 +295,51 @@ def test_unwritable_output_dir_fails_before_training(tiny_root, tmp_path):
         run_notebook(tmp_path, smoke_parameters(tiny_root, blocker / "out"))
     assert time.monotonic() - start < 60
     assert f"OUTPUT_DIR = {str(blocker / 'out')!r} cannot be written" in str(info.value)
+
+
+def copy_project(folder, *names):
+    """The named files and folders of the project, copied into `folder` as a user would."""
+    folder.mkdir()
+    for name in names:
+        if (REPO / name).is_dir():
+            shutil.copytree(
+                REPO / name, folder / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy(REPO / name, folder / name)
+    return folder
+
+
+@pytest.mark.slow
+def test_the_three_files_alone_stop_at_once_saying_what_to_copy(tiny_root, tmp_path):
+    alone = copy_project(tmp_path / "alone", "S5.ipynb", "utils.py", "model.py")
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(
+            alone / "S5.ipynb",
+            tmp_path / "executed.ipynb",
+            parameters=smoke_parameters(tiny_root, tmp_path / "out"),
+            cwd=alone,
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    assert info.value.exec_count == 1  # the first code cell
+    assert "needs this project's folder workbench/: copy it beside the notebook" in str(info.value)
+
+
+@pytest.mark.slow
+def test_with_the_workbench_beside_them_the_notebook_runs_anywhere(tiny_root, tmp_path):
+    """The usage steps: the notebook, utils.py, model.py and workbench/ in a folder of their own."""
+    folder = copy_project(tmp_path / "mine", "S5.ipynb", "utils.py", "model.py", "workbench")
+    values = smoke_parameters(tiny_root, "outputs", epochs=1)
+    papermill.execute_notebook(
+        folder / "S5.ipynb",
+        folder / "executed.ipynb",
+        parameters=values,
+        cwd=folder,
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    assert only_run(folder / "outputs")["metrics"]["epochs_done"] == 1
 
 
 def test_committed_notebook_is_clean_for_jupyterlab():
