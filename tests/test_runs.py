@@ -1,223 +1,184 @@
-"""Run folders: checked parameters, one folder per run, saved epochs, finding and comparing runs."""
+"""workbench.runs: the runs of an output folder listed, the latest and best found, loaded and
+compared, with a damaged run folder named and skipped, never fatal."""
 
 import json
-import os
-import sys
+import re
+import shutil
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
-import parameters
-import runs
 from conftest import fake_run
 from model import MNISTNet, count_parameters
+from test_folders import DAMAGE, damage
+from workbench import folders, runs
 
 
-def test_the_rules_cover_every_parameter_of_the_notebook(notebook_defaults, params):
-    assert list(notebook_defaults) == list(parameters.PARAMETER_RULES)
-    assert parameters.check_parameters(params) == params
+@pytest.fixture(autouse=True)
+def close_figures():
+    """compare_runs opens a figure each time: close them, as the notebook's session would."""
+    yield
+    plt.close("all")
 
 
-def test_good_parameters_pass_and_create_the_output_dir(params):
-    checked = parameters.check_parameters({**params, "note": "an unrelated global"})
-    assert checked == params and "note" not in checked
-    assert runs.Path(params["OUTPUT_DIR"]).is_dir()
-
-
-@pytest.mark.parametrize(
-    "name, value, allowed",
-    [
-        ("SMOKE", "False", "True or False"),  # papermill -r SMOKE False
-        ("SMOKE", 0, "True or False"),
-        ("EPOCHS", "1", "a positive int"),  # papermill -r EPOCHS 1
-        ("EPOCHS", 0, "a positive int"),
-        ("EPOCHS", 2.5, "a positive int"),
-        ("EPOCHS", True, "a positive int"),
-        ("SEED", "abc", "an int"),
-        ("SEED", 1.5, "an int"),
-        ("BATCH_SIZE", -4, "a positive int"),
-        ("TEST_BATCH_SIZE", None, "a positive int"),
-        ("LEARNING_RATE", 0, "a number in (0, 10]"),
-        ("LEARNING_RATE", 1e308, "a number in (0, 10]"),
-        ("LEARNING_RATE", float("nan"), "a number in (0, 10]"),
-        ("MOMENTUM", 1.0, "a number in (0, 1)"),
-        ("MOMENTUM", 0, "a number in (0, 1)"),  # SGD refuses Nesterov without momentum
-        ("WEIGHT_DECAY", 1e308, "a number in [0, 1)"),
-        ("SEED", 2**64, "an int in [0, 2**63 - 1]"),
-        ("SEED", -1, "an int in [0, 2**63 - 1]"),
-        ("CHANNELS", ((8,) * 9, 12, 16, 20), "at most 8 blocks per size"),
-        ("CHANNELS", (8, 12, 16, 4096), "widths up to 1024"),
-        ("WARMUP", 0, "a number in (0, 1)"),
-        ("EMA_DECAY", -0.1, "a number in [0, 1)"),
-        ("CHANNELS", (8, 12, 16), "four entries, each a positive int or a tuple"),
-        ("CHANNELS", "(8, 12, 16, 20)", "four entries"),
-        ("CHANNELS", ((8, 0), 12, 16, 20), "four entries"),
-        ("CHANNELS", ((), 12, 16, 20), "four entries"),
-        ("CHANNELS", (8, 12.0, 16, 20), "four entries"),
-        ("DROPOUT", 1, "a number in [0, 1)"),
-        ("ROTATION", -5, "degrees in [0, 180]"),
-        ("SHIFT", 0.8, "[0, 0.5]"),
-        ("ZOOM", 1.5, "a number in [0, 1)"),
-        ("TTA_SHIFT", 0.5, "an int in [0, 4]"),
-        ("NUM_WORKERS", -1, "an int >= 0"),
-        ("COMPILE", 1, "True or False"),
-        ("LABEL_SMOOTHING", 1.0, "a number in [0, 1)"),
-        ("DATA_DIR", 3, "None or a folder path"),
-        ("OUTPUT_DIR", "", "a folder path"),
-    ],
-)
-def test_a_bad_value_is_named_with_what_is_allowed(params, name, value, allowed):
-    with pytest.raises(ValueError) as info:
-        parameters.check_parameters({**params, name: value})
-    message = str(info.value)
-    assert message.startswith(f"{name} = {value!r} ({type(value).__name__}) is not allowed")
-    assert allowed in message and "\n" not in message
-    if isinstance(value, str):
-        assert "-p" in message  # how to pass it with papermill
-
-
-def test_compile_on_a_cpu_without_a_cxx_compiler_says_what_to_install(params, monkeypatch):
-    monkeypatch.setenv("CXX", "no-such-c++")
-    with pytest.raises(ValueError, match="with no-such-c\\+\\+, which is not installed.*g\\+\\+"):
-        parameters.check_parameters({**params, "COMPILE": True})
-    parameters.check_parameters({**params, "COMPILE": False})
-    parameters.check_parameters({**params, "COMPILE": True}, device="mps")  # no C++ for a GPU
-    monkeypatch.setenv("CXX", '"no-such-c++')  # unbalanced quotes: still looked for, and named
-    with pytest.raises(ValueError, match='with "no-such-c\\+\\+, which is not installed'):
-        parameters.check_parameters({**params, "COMPILE": True})
-    # A command with arguments, as Inductor accepts it ("ccache g++").
-    monkeypatch.setenv("CXX", f"{sys.executable} -c pass")
-    parameters.check_parameters({**params, "COMPILE": True})
-
-
-def test_parameters_added_later_fill_in_after_the_recorded_ones_in_their_order():
-    recorded = {"BATCH_SIZE": 64, "COMPILE": True, "EPOCHS": 3}
-    filled = parameters.with_added_later(recorded)
-    assert list(filled) == ["BATCH_SIZE", "COMPILE", "EPOCHS", "LABEL_SMOOTHING"]
-    assert filled["COMPILE"] is True and filled["LABEL_SMOOTHING"] == 0.0
-
-
-def test_deeper_channels_from_papermill_lists_are_read_as_tuples(params):
-    # -y 'CHANNELS: [[8, 8], 12, 16, 16]' puts lists into the parameters cell.
-    checked = parameters.check_parameters({**params, "CHANNELS": [[8, 8], 12, 16, 16]})
-    assert checked["CHANNELS"] == ((8, 8), 12, 16, 16)
-
-
-def test_a_deeper_run_is_named_by_its_widths_and_loads_back(params):
-    channels = ((8, 8), (12, 12), 16, 12)
-    model = MNISTNet(channels=channels, dropout=0.0)
-    run_dir = fake_run(params, model, [98.0], CHANNELS=channels, DROPOUT=0.0)
-    assert f"_c8x8-12x12-16-12_ep{params['EPOCHS']}_seed{params['SEED']}" in run_dir.name
-    loaded = runs.load_model(run_dir)
-    x = torch.randn(2, 1, 28, 28)
-    torch.testing.assert_close(loaded(x), model.eval()(x))
-
-
-def test_a_missing_parameter_is_named(params):
-    del params["ZOOM"]
-    with pytest.raises(ValueError, match="does not define ZOOM; run it first"):
-        parameters.check_parameters(params)
-
-
-def test_an_output_dir_that_cannot_be_made_is_refused(params, tmp_path):
-    (tmp_path / "file").write_text("")
-    with pytest.raises(
-        ValueError, match=r"OUTPUT_DIR = '.*file/out' cannot be written \(NotADirectoryError"
-    ):
-        parameters.check_parameters({**params, "OUTPUT_DIR": str(tmp_path / "file" / "out")})
-
-
-def test_every_run_gets_a_new_folder_even_within_a_second(params):
-    model = MNISTNet(params["CHANNELS"])
-    folders = [runs.start_run(params["OUTPUT_DIR"], params, model, "cpu") for _ in range(3)]
-    assert len({folder.name for folder in folders}) == 3
-    assert all((folder / "params.json").is_file() for folder in folders)
-    info = json.loads((folders[0] / "params.json").read_text())
-    assert info["parameters"]["CHANNELS"] == json.loads(json.dumps(params["CHANNELS"]))
-    assert info["parameter_count"] == count_parameters(model)
-    assert info["threads"] == torch.get_num_threads()
-
-
-def test_a_run_with_no_finished_epoch_has_no_result_files(params):
-    run_dir = fake_run(params, MNISTNet(params["CHANNELS"]), [])
-    assert sorted(p.name for p in run_dir.iterdir()) == ["params.json"]
-    assert runs.read_run(run_dir)["metrics"] is None
-    with pytest.raises(FileNotFoundError, match="No run with a finished epoch"):
-        runs.latest_run(params["OUTPUT_DIR"])
-
-
-def test_weights_with_nan_stop_the_run_and_keep_the_last_good_epoch(params):
-    model = MNISTNet(params["CHANNELS"])
-    run_dir = fake_run(params, model, [90.0])
-    good = (run_dir / runs.WEIGHTS_FILE).read_bytes()
-    with torch.no_grad():
-        model.fc.weight.fill_(float("nan"))
-    history = runs.read_run(run_dir)["metrics"]["history"]
-    history["test_acc"].append(10.0)
-    with pytest.raises(FloatingPointError, match="NaN or inf after epoch 2, so they were not"):
-        runs.save_epoch(run_dir, history, model, 12)
-    assert (run_dir / runs.WEIGHTS_FILE).read_bytes() == good
-    assert runs.read_run(run_dir)["metrics"]["epochs_done"] == 1
+def outputs(params):
+    return params["OUTPUT_DIR"]
 
 
 def test_latest_and_best_run_and_their_models(params):
     torch.manual_seed(0)
     small = MNISTNet(channels=(8, 12, 16, 20))
     best = fake_run(params, small, [98.0, 99.5], CHANNELS=(8, 12, 16, 20), SEED=2)
-    latest = fake_run(params, MNISTNet(params["CHANNELS"]), [99.0, 99.1])
-    fake_run(params, MNISTNet(params["CHANNELS"]), [])  # started, nothing finished: never picked
-    assert runs.latest_run(params["OUTPUT_DIR"]) == latest
-    assert runs.best_run(params["OUTPUT_DIR"]) == best
+    latest = fake_run(params, MNISTNet(), [99.0, 99.1])
+    fake_run(params, MNISTNet(), [])  # started, nothing finished: never picked
+    assert runs.latest_run(outputs(params)) == latest
+    assert runs.best_run(outputs(params)) == best
     loaded = runs.load_model(best)
+    assert not loaded.training
     x = torch.randn(3, 1, 28, 28)
     torch.testing.assert_close(loaded(x), small.eval()(x))
 
 
-def test_compare_runs_tables_what_differs_and_plots_every_curve(params):
-    fake_run(params, MNISTNet(params["CHANNELS"]), [98.0, 99.5, 99.4], SEED=1)
-    fake_run(params, MNISTNet(params["CHANNELS"]), [98.5, 99.2], SEED=2, EPOCHS=3)
-    fake_run(params, MNISTNet(params["CHANNELS"]), [], SEED=3)
-    table, fig = runs.compare_runs(params["OUTPUT_DIR"])
+def test_a_deeper_run_loads_back_from_the_lists_json_holds(params):
+    channels = ((8, 8), (12, 12), 16, 12)
+    model = MNISTNet(channels=channels, dropout=0.25).eval()
+    run_dir = fake_run(params, model, [98.0], CHANNELS=channels, DROPOUT=0.25)
+    loaded = runs.load_model(run_dir)
+    assert loaded.channels == model.channels and loaded.dropout.p == 0.25
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_runs_are_listed_oldest_first_by_their_start_not_their_folder_name(params, model):
+    older = fake_run(params, model, [98.0])
+    newer = fake_run(params, model, [97.0])
+    renamed = older.rename(older.with_name("zz-renamed"))  # now sorts after the newer one
+    assert [r["path"] for r in runs.list_runs(outputs(params))] == [renamed, newer]
+    assert runs.latest_run(outputs(params)) == newer
+
+
+def test_a_copied_run_folder_is_listed_by_its_own_name(params, model):
+    run_dir = fake_run(params, model, [98.0])
+    copy = run_dir.with_name(run_dir.name + "-copy")
+    shutil.copytree(run_dir, copy)
+    assert [r["name"] for r in runs.list_runs(outputs(params))] == [run_dir.name, copy.name]
+
+
+@pytest.mark.parametrize("pick", [runs.latest_run, runs.best_run], ids=["latest", "best"])
+def test_with_no_finished_epoch_there_is_no_latest_or_best_run(params, model, pick):
+    fake_run(params, model, [])
+    what = pick.__name__.removesuffix("_run")
+    with pytest.raises(FileNotFoundError, match=f"No run with a finished epoch .* no {what} run"):
+        pick(outputs(params))
+
+
+def test_load_model_on_a_run_with_no_finished_epoch_says_so_and_how_to_go_on(params, model):
+    run_dir = fake_run(params, model, [])
+    with pytest.raises(folders.RunFolderError, match="has no finished epoch yet") as info:
+        runs.load_model(run_dir)
+    assert f"RESUME = {str(run_dir)!r}" in str(info.value)
+
+
+def test_weights_that_do_not_belong_to_the_metrics_are_refused_and_skipped(params, model):
+    older = fake_run(params, model, [99.0])
+    newer = fake_run(params, model, [99.5])
+    # A stop between two saves: weights that are not the ones the metrics describe.
+    torch.save(MNISTNet().state_dict(), newer / folders.WEIGHTS_FILE)
+    with pytest.raises(folders.RunFolderError, match="is not the weights file .* was saved with"):
+        runs.load_model(newer)
+    skipped = f"Skipped: {re.escape(str(newer / folders.WEIGHTS_FILE))} is not the weights file"
+    with pytest.warns(UserWarning, match=skipped):
+        assert runs.latest_run(outputs(params)) == older
+    with pytest.warns(UserWarning, match=skipped):
+        assert runs.best_run(outputs(params)) == older
+
+
+def test_best_run_never_picks_a_run_whose_accuracy_is_nan(params, model):
+    # First and written by hand: max() keeps a NaN it meets first, as nothing compares above it.
+    nan_run = fake_run(params, model, [99.9])
+    good = fake_run(params, model, [98.0])
+    metrics = nan_run / folders.METRICS_FILE
+    text = metrics.read_text()
+    assert text.count("99.9") == 1
+    metrics.write_text(text.replace("99.9", "NaN"))
+    damaged = rf"Skipped: {re.escape(str(metrics))} gives history\.test_acc = \[nan\].* damaged"
+    with pytest.warns(UserWarning, match=damaged):
+        assert runs.best_run(outputs(params)) == good
+    table, _ = runs.compare_runs(outputs(params))
+    assert f"{nan_run.name}  damaged: {metrics} " in table
+
+
+@pytest.mark.parametrize(("name", "change", "named"), DAMAGE)
+def test_one_damaged_run_folder_is_named_and_skipped_and_the_others_still_work(
+    params, model, name, change, named
+):
+    good = fake_run(params, model, [99.0])
+    damaged = fake_run(params, model, [99.5])  # the latest and the best, were it whole
+    damage(damaged / name, change)
+    skipped = f"Skipped: {re.escape(str(damaged / name))} "
+    with pytest.warns(UserWarning, match=skipped):
+        assert [r["path"] for r in runs.list_runs(outputs(params))] == [good]
+    with pytest.warns(UserWarning, match=skipped):
+        assert runs.latest_run(outputs(params)) == good
+    with pytest.warns(UserWarning, match=skipped):
+        assert runs.best_run(outputs(params)) == good
+    found, why = runs.scan_runs(outputs(params))
+    assert [r["path"] for r in found] == [good] and list(why) == [damaged]
+    assert why[damaged].startswith(f"{damaged / name} ") and named in why[damaged]
+    table, fig = runs.compare_runs(outputs(params))
+    *rows, last = table.splitlines()[2:]
+    assert [row.split()[0] for row in rows] == [good.name]
+    assert last == f"{damaged.name}  damaged: {why[damaged]}"
+    assert len(fig.axes[0].lines) == 1
+    with pytest.raises(folders.RunFolderError, match=re.escape(why[damaged])):
+        runs.load_model(damaged)
+
+
+def test_a_start_date_without_a_time_zone_does_not_stop_the_listing(params, model):
+    good = fake_run(params, model, [99.0])
+    edited = fake_run(params, model, [99.5])
+    damage(edited / folders.PARAMS_FILE, lambda p: p.update(started="2024-01-01T10:00:00"))
+    listed = [r["path"] for r in runs.list_runs(outputs(params))]
+    assert good in listed
+    assert runs.latest_run(outputs(params)) in listed
+    assert runs.best_run(outputs(params)) in listed
+    assert good.name in runs.compare_runs(outputs(params))[0]
+
+
+def test_compare_runs_tables_what_differs_and_plots_every_curve(params, tmp_path):
+    fake_run(params, MNISTNet(), [98.0, 99.5, 99.4], SEED=1)
+    fake_run(params, MNISTNet(), [98.5, 99.2], SEED=2, EPOCHS=3)
+    fake_run(params, MNISTNet(), [], SEED=3)
+    png = tmp_path / "runs.png"
+    table, fig = runs.compare_runs(outputs(params), png)
     header, rule, *rows = table.splitlines()
     assert header.split() == [
-        "run",
-        "EPOCHS",
-        "SEED",
-        "parameters",
-        "epochs",
-        "final",
-        "%",
-        "best",
-        "%",
-        "time",
+        "run", "EPOCHS", "SEED", "parameters", "epochs", "final", "%", "best", "%", "time"
+    ]  # fmt: skip
+    assert set(rule) == {"-", " "}
+    epochs, count = params["EPOCHS"], f"{count_parameters(MNISTNet()):,}"
+    # fake_run records 1 s for every epoch.
+    assert [row.split()[1:] for row in rows] == [
+        [str(epochs), "1", count, f"3/{epochs}", "99.40", "99.50", "3", "s"],
+        ["3", "2", count, "2/3", "99.20", "99.20", "2", "s"],
+        [str(epochs), "3", count, "0", "(none", "finished)", "-", "-", "-"],
     ]
-    epochs, count = params["EPOCHS"], f"{count_parameters(MNISTNet(params['CHANNELS'])):,}"
-    assert rows[0].split()[1:] == [
-        str(epochs),
-        "1",
-        count,
-        f"3/{epochs}",
-        "99.40",
-        "99.50",
-        "3",
-        "s",
-    ]
-    assert rows[1].split()[1:6] == ["3", "2", count, "2/3", "99.20"]
-    assert "0 (none finished)" in rows[2]
-    assert len(fig.axes[0].lines) == 2
+    assert [len(line.get_ydata()) for line in fig.axes[0].lines] == [3, 2]
+    assert png.stat().st_size > 0
 
 
 def test_compare_runs_writes_deeper_channels_as_the_folder_names_do(params):
-    fake_run(params, MNISTNet(params["CHANNELS"]), [99.0])
-    fake_run(
-        params, MNISTNet(((8, 8), (12, 12), 16, 12)), [98.0], CHANNELS=((8, 8), (12, 12), 16, 12)
-    )
-    table, fig = runs.compare_runs(params["OUTPUT_DIR"])
-    assert [row.split()[1] for row in table.splitlines()[2:]] == [
-        "16-32x32-64-128",
-        "8x8-12x12-16-12",
-    ]
-    assert fig.axes[0].get_legend_handles_labels()[1][1].endswith("CHANNELS=8x8-12x12-16-12")
+    deeper = ((8, 8), (12, 12), 16, 12)
+    default = fake_run(params, MNISTNet(), [99.0])
+    other = fake_run(params, MNISTNet(deeper), [98.0], CHANNELS=deeper)
+    table, fig = runs.compare_runs(outputs(params))
+    # A folder is named <time>_c<CHANNELS>_ep<EPOCHS>_seed<SEED>.
+    in_names = [folder.name.split("_")[1].removeprefix("c") for folder in (default, other)]
+    assert in_names[1] == "8x8-12x12-16-12"
+    assert [row.split()[1] for row in table.splitlines()[2:]] == in_names
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert [label.split("CHANNELS=")[1] for label in labels] == in_names
 
 
 def test_compare_runs_on_an_empty_folder_says_what_to_do(tmp_path):
@@ -225,11 +186,9 @@ def test_compare_runs_on_an_empty_folder_says_what_to_do(tmp_path):
         runs.compare_runs(tmp_path)
 
 
-def test_saved_files_follow_the_umask(params):
-    old = os.umask(0o022)
-    try:
-        run_dir = fake_run(params, MNISTNet(params["CHANNELS"]), [99.0])
-    finally:
-        os.umask(old)
-    for name in ("params.json", "metrics.json", "mnist_net.pt"):
-        assert (run_dir / name).stat().st_mode & 0o777 == 0o644, name
+def test_compare_runs_with_only_damaged_folders_still_shows_them(params, model):
+    run_dir = fake_run(params, model, [99.0])
+    (run_dir / folders.PARAMS_FILE).write_text(json.dumps([]))
+    table, fig = runs.compare_runs(outputs(params))
+    assert table.splitlines()[-1].startswith(f"{run_dir.name}  damaged: ")
+    assert len(fig.axes[0].lines) == 0

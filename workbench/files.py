@@ -66,9 +66,9 @@ def _write_temporary(path: Path, write) -> Path:
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         cause = _os_error(err)
-        if cause is not None and not isinstance(err, OSError):
-            # torch.save reports a full disk as RuntimeError("... unexpected pos ..."), its
-            # OSError only as the cause: say what happened, and to which file.
+        if cause is not None:
+            # Say which file; torch.save reports a full disk as RuntimeError("... unexpected
+            # pos ..."), with the OSError only as its cause.
             raise OSError(cause.errno, f"{cause.strerror or cause} while writing {path}") from err
         raise
     return tmp

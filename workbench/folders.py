@@ -166,6 +166,10 @@ def save_final(run_dir: str | os.PathLike, **values: Any) -> None:
     path = Path(run_dir) / METRICS_FILE
     metrics = _read_json(path)
     _check_metrics(metrics, path)
+    try:
+        _check_metrics({**metrics, **values}, path)
+    except RunFolderError as err:
+        raise ValueError(f"{values} cannot go into {path}: {err}") from None
     write_together({path: _json_file({**metrics, **values})})
 
 
@@ -274,7 +278,7 @@ def _check_params(info: Any, path: Path) -> None:
         raise damaged(path, f"holds a {type(info).__name__}, not an object")
     checks = {
         "name": (lambda v: isinstance(v, str), "a string"),
-        "started": (_is_date, "a date"),
+        "started": (_is_date, "a date with its time zone"),
         "parameters": (lambda v: isinstance(v, dict), "an object"),
         "parameter_count": (lambda v: _is_count(v, 1), "a positive int"),
         "continued_from": (lambda v: v is None or isinstance(v, str), "null or a run's name"),
@@ -292,11 +296,11 @@ def _check_params(info: Any, path: Path) -> None:
 
 
 def _is_date(value):
+    """An ISO date with its time zone, as create() writes it: runs are sorted by it."""
     try:
-        datetime.fromisoformat(value)
+        return datetime.fromisoformat(value).tzinfo is not None
     except (TypeError, ValueError):
         return False
-    return True
 
 
 def _check_metrics(metrics: Any, path: Path) -> None:
