@@ -52,7 +52,7 @@ bench-quick: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
 
-# The edit-test loop: every test that needs no papermill run, browser or real data.
+# The edit-test loop: every test that runs no notebook or browser and trains nothing on real data.
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "not slow"
 

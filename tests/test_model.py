@@ -1,3 +1,5 @@
+"""model.py: MNISTNet, the notebook's default network, its checks of input and widths."""
+
 import os
 import subprocess
 import sys
@@ -6,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from model import MNISTNet, count_parameters, receptive_field
+from model import MNISTNet, count_parameters, receptive_field, stage_widths
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
@@ -57,8 +59,9 @@ def test_non_tensor_input_raises(model):
         model([[0.0] * 28] * 28)
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and torchvision: seconds
 def test_imports_from_another_directory_without_side_effects(tmp_path):
-    modules = sorted(path.stem for path in REPO.glob("*.py"))
+    modules = ["model", "utils"]  # the root's modules (a glob would take in scratch files)
     code = (
         "from model import MNISTNet\n"
         f"import {', '.join(modules)}\n"
@@ -88,34 +91,63 @@ def test_other_float_dtypes_are_cast_to_the_weights(model, dtype):
 
 
 def test_receptive_field_of_the_last_convolution():
-    # 3x3 conv, 2x2 pool, 3x3 conv, 2x2 pool, 3x3 conv, 2x2 pool, 3x3 conv
-    assert receptive_field() == 38
+    # The default: 3x3 conv, 2x2 pool, 3x3 conv, 3x3 conv, 2x2 pool, 3x3 conv, 2x2 pool, 3x3 conv.
+    # Each layer widens the field by (kernel - 1) times the product of the strides before it:
+    # 1 + 2 + 1 + 2*2 + 2*2 + 1*2 + 2*4 + 1*4 + 2*8 = 42.
+    assert receptive_field() == 42
 
 
 def test_receptive_field_grows_with_the_blocks_added():
-    # 3x3 conv, 3x3 conv, 2x2 pool, 3x3 conv, 2x2 pool, 3x3 conv, 2x2 pool, 3x3 conv
+    # 3x3 conv, 3x3 conv, 2x2 pool, 3x3 conv, 2x2 pool, 3x3 conv, 2x2 pool, 3x3 conv:
+    # 1 + 2 + 2 + 1 + 2*2 + 1*2 + 2*4 + 1*4 + 2*8 = 40.
     assert receptive_field(((8, 8), 12, 16, 16)) == 40
 
 
-def test_the_default_network_keeps_its_layer_names_and_size():
-    # Checkpoints saved by earlier versions load only if the names stay block1..block4, fc.
-    names = [name for name, _ in MNISTNet().named_parameters()]
-    assert names == [
-        f"block{i}.{p}" for i in range(1, 5) for p in ("conv.weight", "bn.weight", "bn.bias")
-    ] + ["fc.weight", "fc.bias"]
-    assert count_parameters(MNISTNet()) == 108_922
+def expected_parameters(channels):
+    """Parameters of MNISTNet(channels), counted from its layers: bias-free 3x3 convolutions,
+    BatchNorm (a weight and a bias per channel), and a linear layer over the 3x3 map."""
+    stages = [(stage,) if isinstance(stage, int) else stage for stage in channels]
+    widths = [1] + [width for stage in stages for width in stage]
+    convs = sum(9 * c_in * c_out + 2 * c_out for c_in, c_out in zip(widths, widths[1:]))
+    return convs + (widths[-1] * 3 * 3 + 1) * 10
+
+
+def test_the_default_network_is_the_notebooks(notebook_defaults):
+    channels = notebook_defaults["CHANNELS"]
+    model = MNISTNet()
+    assert model.channels == stage_widths(channels)
+    assert count_parameters(model) == expected_parameters(channels)
+    # Checkpoints load by name: block1, block2, ... in the order they run, then fc.
+    blocks = sum(map(len, model.channels))
+    names = [name for name, _ in model.named_parameters()]
+    per_block = ("conv.weight", "bn.weight", "bn.bias")
+    expected = [f"block{i}.{p}" for i in range(1, blocks + 1) for p in per_block]
+    assert names == expected + ["fc.weight", "fc.bias"]
+
+
+def test_weights_of_a_default_run_load_into_MNISTNet(notebook_defaults, tmp_path):
+    """A run of the notebook with its default CHANNELS saves weights that MNISTNet() loads."""
+    torch.manual_seed(0)
+    trained = MNISTNet(channels=notebook_defaults["CHANNELS"]).eval()
+    torch.save(trained.state_dict(), tmp_path / "mnist_net.pt")
+    model = MNISTNet().eval()
+    model.load_state_dict(torch.load(tmp_path / "mnist_net.pt", weights_only=True))
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(model(x), trained(x))
+
+
+@pytest.mark.parametrize(
+    "channels", [(8, 12, 16, 20), ((8, 8), (12, 12), 16, 12), (4, (6, 6, 6), 8, (10, 10))]
+)
+def test_the_parameter_count_follows_the_layers(channels):
+    assert count_parameters(MNISTNet(channels)) == expected_parameters(channels)
 
 
 def test_several_blocks_per_resolution():
     model = MNISTNet(channels=((8, 8), (12, 12), 16, 12), dropout=0.0)
-    assert [model.get_submodule(f"block{i}").conv.out_channels for i in range(1, 7)] == [
-        8,
-        8,
-        12,
-        12,
-        16,
-        12,
-    ]
+    widths = [model.get_submodule(f"block{i}").conv.out_channels for i in range(1, 7)]
+    assert widths == [8, 8, 12, 12, 16, 12]
+    assert model.channels == ((8, 8), (12, 12), (16,), (12,))
     assert model.fc.in_features == 12 * 3 * 3
     assert model(torch.randn(5, 1, 28, 28)).shape == (5, 10)
     # An int is one block: (8, 12, 16, 20) and ((8,), (12,), (16,), (20,)) are the same network.

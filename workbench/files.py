@@ -65,7 +65,7 @@ def _write_temporary(path: Path, write) -> Path:
             os.fsync(f.fileno())
     except BaseException as err:
         tmp.unlink(missing_ok=True)
-        cause = _os_error(err)
+        cause = _os_error(err) if isinstance(err, Exception) else None  # Ctrl-C stays Ctrl-C
         if cause is not None:
             # Say which file; torch.save reports a full disk as RuntimeError("... unexpected
             # pos ..."), with the OSError only as its cause.

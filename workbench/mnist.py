@@ -55,6 +55,7 @@ def prepare(
     the test split (the files swapped) always is. Raises MNISTDataError naming the file and fix.
     """
     root = resolve_data_dir(data_dir)
+    check_no_legacy_cache(root)
     ensure_mnist_files(root, download)
     folder = raw_folder(root)
     sizes = {}
@@ -74,6 +75,17 @@ def prepare(
         sizes[train] = images
     check_split_sizes(folder, sizes, subset)
     return sizes
+
+
+def check_no_legacy_cache(root: Path) -> None:
+    """MNISTDataError when an old torchvision's processed/ cache would be read instead of raw/."""
+    processed = Path(root) / "MNIST" / "processed"
+    if all((processed / name).is_file() for name in ("training.pt", "test.pt")):
+        raise MNISTDataError(
+            f"{processed} holds training.pt and test.pt, a cache an old torchvision wrote: "
+            f"torchvision reads it instead of the raw files, which are the ones checked here. "
+            f"Delete {processed} (the raw files are all that is needed)."
+        )
 
 
 def check_split_sizes(folder: Path, sizes: dict[bool, int], subset: bool) -> None:
