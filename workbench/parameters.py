@@ -87,14 +87,14 @@ PARAMETER_RULES = {
     "ROTATION": (lambda v: _is_number(v) and 0 <= v <= 180, "degrees in [0, 180]"),
     "SHIFT": (lambda v: _is_number(v) and 0 <= v <= 0.5, "a share of the image size in [0, 0.5]"),
     "ZOOM": (_fraction, "a number in [0, 1)"),
-    "TTA_SHIFT": (lambda v: _is_int(v) and 0 <= v <= 4, "pixels, an int in [0, 4]"),
-    "NUM_WORKERS": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "COMPILE": (lambda v: isinstance(v, bool), "True or False"),
     "SEED": (lambda v: _is_int(v) and 0 <= v <= MAX_SEED, "an int in [0, 2**63 - 1]"),
     "DATA_DIR": (lambda v: v is None or _folder(v), "None or a folder path"),
     "OUTPUT_DIR": (_folder, "a folder path"),
+    "NUM_WORKERS": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "COMPILE": (lambda v: isinstance(v, bool), "True or False"),
     "SMOKE": (lambda v: isinstance(v, bool), "True or False"),
     "RESUME": (lambda v: v is None or _folder(v), "None or the folder of a run to go on with"),
+    "TTA_SHIFT": (lambda v: _is_int(v) and 0 <= v <= 4, "pixels, an int in [0, 4]"),
 }
 
 
