@@ -1,9 +1,13 @@
 """The notebook's cells run without a kernel, in this process or a child one.
 
 Resume tests stop training at chosen moments and start it again many times; running the cells'
-code directly takes a fraction of a second where a kernel takes seconds.
+code directly takes a fraction of a second where a kernel takes seconds. The cells hand each other
+what a kernel would: after the training cell, `namespace["run"]` is the workbench.Run it started
+(`.dir`, `.history`, `.epochs_done`), before it `workbench.NOT_TRAINED`.
 `python -m tests.notebook_cells '{"EPOCHS": 3, ...}'`, from the repository's root, runs the cells up
-to training in a child process, with those parameters in place of the parameters cell's.
+to training in a child process, with those parameters in place of the parameters cell's. The
+check cell refuses MNIST files of other sizes than MNIST's unless SMOKE is True: runs on the tiny
+test data pass "SMOKE": true.
 """
 
 import json
@@ -20,8 +24,10 @@ def train_until_ctrl_c(namespace, step):
     """Run the training cell in `namespace`, pressing Ctrl-C (Jupyter's stop button) as the
     `step`-th training batch of the cell's run is drawn.
 
-    train() draws its batches through tqdm, so a compiled model, whose hooks would be traced into
-    the compiled code, stops at the same moment as a plain one.
+    The cell ends as it does in Jupyter: it prints how to go on and `namespace["run"]` keeps the
+    epochs that finished. train() draws its batches through tqdm, so a compiled model, whose hooks
+    would be traced into the compiled code, stops at the same moment as a plain one. Raises
+    AssertionError when the cell drew fewer than `step` batches, so never pressed Ctrl-C.
     """
     from tqdm import tqdm
 
@@ -40,6 +46,10 @@ def train_until_ctrl_c(namespace, step):
         run_cells(["training"], namespace)
     finally:
         namespace["tqdm"] = tqdm
+    if len(drawn) < step:
+        raise AssertionError(
+            f"the training cell drew {len(drawn)} batches, so Ctrl-C at batch {step} never came"
+        )
     return namespace
 
 

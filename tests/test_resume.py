@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -12,17 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
 
-import plots
-import resume
-import runs
 from conftest import REPO, make_tiny_mnist
+from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
+from workbench import SMOKE_IMAGES, checkpoints, folders, plots, resume, runs
 
 # What the metrics of a resumed run must repeat exactly: all but the times.
 SAME = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
 EPOCHS = 3
-SETTINGS = dict(EPOCHS=EPOCHS, BATCH_SIZE=32)  # with the tiny data: 3 steps an epoch
+STEPS = 3  # an epoch of the tiny data's 96 images in batches of 32
+# The tiny data is no MNIST: the check cell takes it for a smoke run only.
+SETTINGS = dict(EPOCHS=EPOCHS, BATCH_SIZE=32, SMOKE=True)
 
 
 @pytest.fixture
@@ -36,10 +37,10 @@ def train(namespace=None, **parameters):
 
 
 def finished(run_dir):
-    """(metrics that must repeat, the saved weights) of a run folder."""
-    metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
+    """(epochs done, metrics that must repeat, the saved weights) of a run folder."""
+    metrics = json.loads((run_dir / folders.METRICS_FILE).read_text())
     history = {key: metrics["history"][key] for key in SAME}
-    weights = torch.load(run_dir / runs.WEIGHTS_FILE, weights_only=True)
+    weights = torch.load(run_dir / folders.WEIGHTS_FILE, weights_only=True)
     return metrics["epochs_done"], history, weights
 
 
@@ -51,7 +52,8 @@ def assert_same_run(run_dir, reference):
     assert weights.keys() == expected_weights.keys()
     for key, tensor in weights.items():
         assert torch.equal(tensor, expected_weights[key]), key
-    assert runs.load_model(run_dir) is not None  # the weights match metrics.json's digest
+    # The weights are the ones metrics.json was saved with, so the run loads.
+    folders.check_weights_match(folders.read_run(run_dir))
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +63,7 @@ def no_sample_grid(monkeypatch):
 
 
 def run_never_stopped(settings, output_dir):
-    return train(**{**settings, "OUTPUT_DIR": str(output_dir)})["run_dir"]
+    return train(**{**settings, "OUTPUT_DIR": str(output_dir)})["run"].dir
 
 
 @pytest.fixture
@@ -70,14 +72,36 @@ def reference(settings, tmp_path):
     return run_never_stopped(settings, tmp_path / "reference")
 
 
+# The files a run renames into place, in order: resume.pt and params.json as it starts (resume.pt
+# first: a folder with a params.json can always be resumed), then after each epoch resume.pt, the
+# weights and metrics.json. Each group is written whole before its first rename.
+STARTING = (folders.RESUME_FILE, folders.PARAMS_FILE)
+EPOCH_SAVE = (folders.RESUME_FILE, folders.WEIGHTS_FILE, folders.METRICS_FILE)
+GROUPS = [STARTING] + [EPOCH_SAVE] * EPOCHS
+RENAMES = [name for group in GROUPS for name in group]
+
+
 @pytest.fixture(scope="module")
 def never_stopped(tiny_root, tmp_path_factory):
-    """The folder of the same run, never stopped, shared by the tests that only read it."""
+    """The folder of the same run, never stopped, shared by the tests that only read it, and the
+    names of the files it renamed into place, in order."""
+    renamed, real_replace = [], os.replace
+
+    def replace(src, dst):
+        renamed.append(Path(dst).name)
+        real_replace(src, dst)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(plots, "plot_samples", lambda images, labels: None)
-        return run_never_stopped(
+        patch.setattr(os, "replace", replace)
+        run_dir = run_never_stopped(
             dict(DATA_DIR=str(tiny_root), **SETTINGS), tmp_path_factory.mktemp("never")
         )
+    return run_dir, renamed
+
+
+def test_a_run_renames_its_files_in_the_order_the_stops_below_assume(never_stopped):
+    assert never_stopped[1] == RENAMES
 
 
 class Killed(BaseException):
@@ -85,10 +109,16 @@ class Killed(BaseException):
 
 
 def kill_at_write(patch, write, after):
-    """Stop at the `write`-th file rename (atomic_write's last step), before or after it."""
-    real_replace, calls = os.replace, []
+    """Stop at the `write`-th file rename (write_together's last steps), before or after it.
+
+    From then on no file is renamed or deleted, as in a process killed there: the temporary files
+    of the renames not reached stay in the folder.
+    """
+    real_replace, real_unlink, calls = os.replace, Path.unlink, []
 
     def replace(src, dst):
+        if len(calls) >= write:
+            raise Killed(dst)
         calls.append(dst)
         if len(calls) == write and not after:
             raise Killed(dst)
@@ -96,14 +126,36 @@ def kill_at_write(patch, write, after):
         if len(calls) == write:
             raise Killed(dst)
 
+    def unlink(path, missing_ok=False):
+        if len(calls) < write:
+            real_unlink(path, missing_ok=missing_ok)
+
     patch.setattr(os, "replace", replace)
+    patch.setattr(Path, "unlink", unlink)
     return calls
 
 
-# Every moment a stop leaves different files: just before and just after each file is renamed into
-# place. A run writes resume.pt and params.json as it starts (a folder without params.json is no
-# run: nothing to resume), then resume.pt, the weights and metrics.json after each epoch.
-STOPS = [(2, True)] + [(write, after) for write in range(3, 3 + 3 * EPOCHS) for after in (0, 1)]
+def leftovers_at(write, after):
+    """The temporary files a kill at that moment leaves: its group's renames not done."""
+    done = write if after else write - 1
+    end = 0
+    for group in GROUPS:
+        end += len(group)
+        if write <= end:
+            return end - done
+    raise ValueError(write)
+
+
+# Every moment a stop leaves different files: just before and just after each file is renamed
+# into place, from the moment the run has a params.json (before, the folder is no run: nothing to
+# resume, see the test after this one).
+FIRST_RUN_FILE = RENAMES.index(folders.PARAMS_FILE) + 1  # its rename's number, counting from 1
+STOPS = [
+    (write, after)
+    for write in range(1, len(RENAMES) + 1)
+    for after in (False, True)
+    if (write if after else write - 1) >= FIRST_RUN_FILE
+]
 
 
 @pytest.mark.parametrize(("write", "after"), STOPS)
@@ -114,41 +166,70 @@ def test_a_stop_between_any_two_saves_then_resume_is_the_run_never_stopped(
         calls = kill_at_write(patch, write, after)
         train(**settings)
     assert len(calls) == write
-    (run_dir,) = (p.parent for p in Path(settings["OUTPUT_DIR"]).glob(f"*/{runs.PARAMS_FILE}"))
+    (run_dir,) = (p.parent for p in Path(settings["OUTPUT_DIR"]).glob(f"*/{folders.PARAMS_FILE}"))
+    assert len(list(run_dir.glob(".*.tmp"))) == leftovers_at(write, after)
     # A fresh process: the user runs the whole notebook again with RESUME set.
     resumed = train(**settings, RESUME=str(run_dir))
-    assert resumed["run_dir"] == run_dir
-    assert_same_run(run_dir, never_stopped)
+    assert resumed["run"].dir == run_dir
+    assert_same_run(run_dir, never_stopped[0])
     assert not list(run_dir.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("step", [1, 4, 9])  # in epoch 1, 2 and 3 (3 steps an epoch)
+# The moments before the run has a params.json.
+EARLY_STOPS = [
+    (write, after)
+    for write in range(1, FIRST_RUN_FILE + 1)
+    for after in (False, True)
+    if (write if after else write - 1) < FIRST_RUN_FILE
+]
+
+
+@pytest.mark.parametrize(("write", "after"), EARLY_STOPS)
+def test_a_stop_before_params_json_leaves_no_run_and_the_next_run_starts_afresh(
+    settings, never_stopped, monkeypatch, write, after
+):
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        kill_at_write(patch, write, after)
+        train(**settings)
+    assert runs.scan_runs(settings["OUTPUT_DIR"]) == ([], {})
+    run_dir = train(**settings)["run"].dir
+    assert_same_run(run_dir, never_stopped[0])
+
+
+@pytest.mark.parametrize("step", [1, STEPS + 1, 2 * STEPS + 3])  # in epoch 1, 2 and 3
 def test_ctrl_c_then_the_training_cell_with_resume_is_the_run_never_stopped(
     settings, never_stopped, capsys, step
 ):
     namespace = run_cells(TRAINING_CELLS[:-1], **settings)
     train_until_ctrl_c(namespace, step)
-    run_dir = namespace["run_dir"]
+    run_dir = namespace["run"].dir
     assert f"set RESUME = '{run_dir}'" in capsys.readouterr().out
-    assert len(namespace["history"]["test_acc"]) == (step - 1) // 3
+    done = (step - 1) // STEPS
+    assert namespace["run"].epochs_done == done
     # In the same kernel: RESUME set in the parameters cell, then the training cell; a TTA_SHIFT
     # of its own does not change what is trained.
     namespace.update(RESUME=str(run_dir), TTA_SHIFT=0)
     run_cells(["training"], namespace)
-    assert namespace["run_dir"] == run_dir
-    assert_same_run(run_dir, never_stopped)
-    [resumed] = runs.read_params(run_dir)["resumed"]
-    assert (resumed["epochs_done"], resumed["TTA_SHIFT"]) == ((step - 1) // 3, "0")
+    assert namespace["run"].dir == run_dir
+    assert f"Resuming {run_dir} after epoch {done}" in capsys.readouterr().out
+    assert_same_run(run_dir, never_stopped[0])
+    [resumed] = folders.read_params(run_dir)["resumed"]
+    assert (resumed["epochs_done"], resumed["TTA_SHIFT"]) == (done, "0")
 
 
+@pytest.mark.skipif(
+    torch.accelerator.is_available(),
+    reason="loader workers need the data on the CPU; the data cell keeps it on the accelerator",
+)
 def test_with_loader_workers_too_ctrl_c_then_resume_is_the_run_never_stopped(settings, tmp_path):
     settings = {**settings, "NUM_WORKERS": 1}
     reference = run_never_stopped(settings, tmp_path / "reference")
     namespace = run_cells(TRAINING_CELLS[:-1], **settings)
-    train_until_ctrl_c(namespace, 5)  # in epoch 2
-    namespace.update(RESUME=str(namespace["run_dir"]))
+    train_until_ctrl_c(namespace, STEPS + 2)  # in epoch 2
+    assert namespace["run"].epochs_done == 1
+    namespace.update(RESUME=str(namespace["run"].dir))
     run_cells(["training"], namespace)
-    assert_same_run(namespace["run_dir"], reference)
+    assert_same_run(namespace["run"].dir, reference)
 
 
 def snapshot(folder):
@@ -158,70 +239,58 @@ def snapshot(folder):
 def test_resuming_a_finished_run_trains_nothing_and_changes_no_file(settings, reference):
     before = snapshot(reference)
     namespace = train(**settings, RESUME=str(reference))
-    assert namespace["history"]["test_acc"] == finished(reference)[1]["test_acc"]
+    assert namespace["run"].history["test_acc"] == finished(reference)[1]["test_acc"]
     assert snapshot(reference) == before
 
 
-def test_resume_refuses_other_parameters_naming_each_and_the_fix(settings, reference):
+def test_resume_refuses_other_parameters_naming_each_and_the_fix(settings, reference, tmp_path):
     with pytest.raises(ValueError, match=r"EPOCHS is 5 here and 3 there.*back to the run's"):
         train(**{**settings, "EPOCHS": 5}, RESUME=str(reference))
     # Where the data lives, where new runs go and the test-time shift do not change training.
-    train(**{**settings, "TTA_SHIFT": 0, "OUTPUT_DIR": "elsewhere"}, RESUME=str(reference))
+    elsewhere = str(tmp_path / "elsewhere")
+    train(**{**settings, "TTA_SHIFT": 0, "OUTPUT_DIR": elsewhere}, RESUME=str(reference))
 
 
 def test_resume_refuses_what_is_no_run_or_cannot_go_on(settings, reference, tmp_path):
     with pytest.raises(ValueError, match="is not a run folder"):
         train(**settings, RESUME=str(tmp_path))
-    with pytest.raises(ValueError, match=f"is a file: give the run folder, such as {reference}"):
-        train(**settings, RESUME=str(reference / runs.PARAMS_FILE))
-    (reference / runs.RESUME_FILE).unlink()
+    with pytest.raises(
+        ValueError, match=f"is a file: give the run folder, such as {re.escape(str(reference))}"
+    ):
+        train(**settings, RESUME=str(reference / folders.PARAMS_FILE))
+    (reference / folders.RESUME_FILE).unlink()
     with pytest.raises(ValueError, match="has no resume.pt.*RESUME = None"):
         train(**settings, RESUME=str(reference))
 
 
-def test_a_run_from_a_version_that_lacked_a_parameter_is_refused_saying_so(settings, reference):
-    info = runs.read_params(reference)
+def test_a_run_whose_params_json_lacks_a_parameter_is_refused_naming_the_file(settings, reference):
+    info = folders.read_params(reference)
     del info["parameters"]["WARMUP"]
-    (reference / runs.PARAMS_FILE).write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="does not record WARMUP: the run was made by another"):
+    (reference / folders.PARAMS_FILE).write_text(json.dumps(info))
+    path = re.escape(str(reference / folders.PARAMS_FILE))
+    with pytest.raises(folders.RunFolderError, match=f"^{path} records no WARMUP: .* damaged"):
         train(**settings, RESUME=str(reference))
 
 
-def forget(run_dir, name):
-    """Make run_dir look saved by a notebook that did not have the parameter `name` yet."""
-    info = runs.read_params(run_dir)
-    del info["parameters"][name]
-    (run_dir / runs.PARAMS_FILE).write_text(json.dumps(info))
-    saved = torch.load(run_dir / runs.RESUME_FILE, weights_only=True)
-    del saved["parameters"][name]
-    torch.save(saved, run_dir / runs.RESUME_FILE)
-
-
-def test_a_run_saved_before_label_smoothing_existed_goes_on_exactly(settings, tmp_path):
-    older = {**settings, "LABEL_SMOOTHING": 0.0}  # how the notebook trained before it had one
-    reference = run_never_stopped(older, tmp_path / "reference")
-    namespace = run_cells(TRAINING_CELLS[:-1], **older)
-    train_until_ctrl_c(namespace, 5)  # in epoch 2
-    run_dir = namespace["run_dir"]
-    forget(run_dir, "LABEL_SMOOTHING")
-    # Going on with a smoothed target would be another run.
-    with pytest.raises(ValueError, match="LABEL_SMOOTHING is 0.1 here and 0.0 there"):
-        train(**{**settings, "LABEL_SMOOTHING": 0.1}, RESUME=str(run_dir))
-    train(**older, RESUME=str(run_dir))
-    assert_same_run(run_dir, reference)
-    assert runs.read_run(run_dir)["parameters"]["LABEL_SMOOTHING"] == 0.0
-
-
 def test_a_resume_file_from_elsewhere_is_refused(settings, reference):
-    torch.save({"model": {}}, reference / runs.RESUME_FILE)
-    with pytest.raises(resume.checkpoints.CheckpointError, match="not a resume file"):
+    torch.save({"model": {}}, reference / folders.RESUME_FILE)
+    with pytest.raises(checkpoints.CheckpointError, match="not a resume file"):
         train(**settings, RESUME=str(reference))
 
 
 def test_a_resume_file_with_damaged_parameters_is_refused(settings, reference):
-    saved = torch.load(reference / runs.RESUME_FILE, weights_only=True)
-    torch.save({**saved, "parameters": ["EPOCHS", 3]}, reference / runs.RESUME_FILE)
-    with pytest.raises(resume.checkpoints.CheckpointError, match="not a resume file"):
+    saved = torch.load(reference / folders.RESUME_FILE, weights_only=True)
+    torch.save({**saved, "parameters": ["EPOCHS", 3]}, reference / folders.RESUME_FILE)
+    with pytest.raises(checkpoints.CheckpointError, match="not a resume file"):
+        train(**settings, RESUME=str(reference))
+
+
+def test_a_resume_file_of_an_older_format_is_refused(settings, reference):
+    saved = torch.load(reference / folders.RESUME_FILE, weights_only=True)
+    torch.save({**saved, "format": resume.FORMAT - 1}, reference / folders.RESUME_FILE)
+    with pytest.raises(
+        checkpoints.CheckpointError, match=f"not a resume file.*format {resume.FORMAT}"
+    ):
         train(**settings, RESUME=str(reference))
 
 
@@ -230,10 +299,10 @@ def test_the_resume_file_of_another_run_is_refused_naming_the_difference(
     settings, reference, tmp_path, other
 ):
     another = run_never_stopped({**settings, **other}, tmp_path / "another")
-    shutil.copy(another / runs.RESUME_FILE, reference / runs.RESUME_FILE)
+    shutil.copy(another / folders.RESUME_FILE, reference / folders.RESUME_FILE)
     name, value = next(iter(other.items()))
     with pytest.raises(
-        resume.checkpoints.CheckpointError,
+        checkpoints.CheckpointError,
         match=rf"belongs to another run: {name} is .* {value!r} in it",
     ):
         train(**settings, RESUME=str(reference))
@@ -241,20 +310,28 @@ def test_the_resume_file_of_another_run_is_refused_naming_the_difference(
 
 def test_other_training_data_is_refused_on_resume(settings, reference, tmp_path):
     make_tiny_mnist(tmp_path / "other", seed=5)  # same size, other images
-    with pytest.raises(resume.checkpoints.CheckpointError, match="point DATA_DIR at that run's"):
+    with pytest.raises(
+        checkpoints.CheckpointError, match="same number of images.*point DATA_DIR at that run's"
+    ):
         train(**{**settings, "DATA_DIR": str(tmp_path / "other")}, RESUME=str(reference))
+
+
+def test_less_training_data_is_refused_on_resume_saying_how_much(settings, reference, tmp_path):
+    make_tiny_mnist(tmp_path / "fewer", n_train=64)
+    with pytest.raises(checkpoints.CheckpointError, match="64 images, 2 steps an epoch, where it"):
+        train(**{**settings, "DATA_DIR": str(tmp_path / "fewer")}, RESUME=str(reference))
 
 
 @pytest.mark.parametrize("cut", [0, 0.5], ids=["empty", "half"])
 def test_a_truncated_resume_file_is_named_with_what_to_do(settings, reference, cut):
-    path = reference / runs.RESUME_FILE
+    path = reference / folders.RESUME_FILE
     path.write_bytes(path.read_bytes()[: int(cut * path.stat().st_size)])
-    with pytest.raises(resume.checkpoints.CheckpointError, match="cannot be used to resume.*None"):
+    with pytest.raises(checkpoints.CheckpointError, match="cannot be used to resume.*None"):
         train(**settings, RESUME=str(reference))
 
 
 def test_resuming_a_finished_and_analysed_run_keeps_every_result(settings, reference):
-    runs.save_final(reference, tta_shift=1, final_test_acc=12.5)
+    folders.save_final(reference, tta_shift=1, final_test_acc=12.5)
     (reference / ".my notes.tmp").write_text("mine")
     before = snapshot(reference)
     train(**settings, RESUME=str(reference))
@@ -272,11 +349,15 @@ def test_the_last_cell_compares_the_runs_beside_a_run_resumed_from_another_outpu
     assert reference.name in capsys.readouterr().out
 
 
-def test_resume_state_loads_with_weights_only_and_the_weights_stay_a_state_dict(reference):
-    state = torch.load(reference / runs.RESUME_FILE, weights_only=True)
+def test_resume_state_loads_with_weights_only_and_the_weights_stay_a_state_dict(never_stopped):
+    run_dir = never_stopped[0]
+    state = torch.load(run_dir / folders.RESUME_FILE, weights_only=True)
+    assert state["format"] == resume.FORMAT
     assert len(state["history"]["test_acc"]) == EPOCHS
-    weights = torch.load(reference / runs.WEIGHTS_FILE, weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in weights.values())
+    for name in resume.OBJECTS:
+        assert isinstance(state[name], dict), name
+    weights = torch.load(run_dir / folders.WEIGHTS_FILE, weights_only=True)
+    assert weights and all(isinstance(v, torch.Tensor) for v in weights.values())
 
 
 def child(settings, **more):
@@ -300,22 +381,47 @@ def started(process):
 
 
 def epochs_saved(run_dir):
-    metrics = Path(run_dir) / runs.METRICS_FILE
+    metrics = Path(run_dir) / folders.METRICS_FILE
     return json.loads(metrics.read_text())["epochs_done"] if metrics.exists() else 0
+
+
+# What the child prints as training goes on: train()'s progress bar ("epoch 2:  47%|####  | 15/32
+# [...", redrawn after a \r, which ends a line here too) and the line the training cell prints
+# between an epoch's test pass and its saving ("epoch 2/3: train loss ...").
+BAR = re.compile(r"epoch (\d+):.*?\| *(\d+)/\d+ \[")
+EPOCH_DONE = re.compile(r"epoch (\d+)/\d+: ")
+
+
+def progress_points(epochs_done, steps):
+    """The moments a child can be stopped at, from the run's state: each training step left
+    (its number, counting over all epochs), and each epoch's saving (its last step + 0.5)."""
+    first = epochs_done * steps + 1
+    saves = [epoch * steps + 0.5 for epoch in range(epochs_done + 1, EPOCHS + 1)]
+    return list(range(first, EPOCHS * steps + 1)) + saves
+
+
+def wait_for(process, point, steps):
+    """Read the child's output until it has passed `point` (see progress_points), or ended."""
+    for line in process.stdout:
+        bar, done = BAR.match(line), EPOCH_DONE.match(line)
+        if bar and (int(bar[1]) - 1) * steps + int(bar[2]) >= point:
+            return
+        if done and int(done[1]) * steps + 0.5 >= point:
+            return
 
 
 @pytest.mark.slow
 def test_sigkill_or_sigint_at_random_moments_then_resume_is_the_run_never_stopped(tmp_path):
-    make_tiny_mnist(tmp_path / "data", n_train=1024)  # 32 steps an epoch: stops land in training
+    # A smoke run trains on SMOKE_IMAGES images at most: in batches of 8, 32 steps an epoch.
+    make_tiny_mnist(tmp_path / "data", n_train=SMOKE_IMAGES)
     settings = dict(DATA_DIR=str(tmp_path / "data"), OUTPUT_DIR=str(tmp_path / "runs"), **SETTINGS)
+    settings["BATCH_SIZE"] = 8
+    steps = SMOKE_IMAGES // settings["BATCH_SIZE"]
     # The same run never stopped, in a process of its own as the stopped ones are.
     plain = child({**settings, "OUTPUT_DIR": str(tmp_path / "plain")})
     reference = started(plain)
-    begun, training = time.monotonic(), None
-    for line in plain.stdout:
-        if line.startswith(f"epoch {EPOCHS}/{EPOCHS}"):
-            training = time.monotonic() - begun
-    assert plain.wait(timeout=120) == 0 and training is not None
+    plain.communicate(timeout=300)
+    assert plain.returncode == 0
     chooser = random.Random(17)
     stopped_after = []
     for chain in range(2):
@@ -323,15 +429,19 @@ def test_sigkill_or_sigint_at_random_moments_then_resume_is_the_run_never_stoppe
         for stop in range(3):
             process = child(settings, **({"RESUME": run_dir} if run_dir else {}))
             run_dir = started(process)
-            left = training * (EPOCHS - epochs_saved(run_dir)) / EPOCHS
-            time.sleep(chooser.uniform(0, left))
+            # A step of the training left or the saving of an epoch, read as the child gets
+            # there (not timed: a busy machine slows the stops as it slows the training), and
+            # a moment after it: in a training step, the test pass or the files' renames.
+            points = progress_points(epochs_saved(run_dir), steps)
+            wait_for(process, chooser.choice(points) if points else 0, steps)  # none: finished
+            time.sleep(chooser.uniform(0, 0.02))
             process.send_signal(signal.SIGKILL if stop % 2 == chain else signal.SIGINT)
-            process.wait(timeout=120)
+            process.communicate(timeout=300)
             stopped_after.append(epochs_saved(run_dir))
         last = child(settings, RESUME=run_dir)
-        last.communicate(timeout=120)
+        last.communicate(timeout=300)
         assert last.returncode == 0
         assert_same_run(Path(run_dir), Path(reference))
         assert not list(Path(run_dir).glob(".*.tmp"))
-    # Stops land anywhere in the training time left, so some before the last epoch was saved.
+    # The stops land anywhere in the training left, so some before the last epoch was saved.
     assert min(stopped_after) < EPOCHS, stopped_after

@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
 from torch import nn, optim
 
-import parameters
-import runs
+from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
+from workbench import folders, parameters, runs
 
 
 class Loader(list):
@@ -48,24 +47,29 @@ def test_train_reports_the_loss_against_the_smoothed_target(smoothing):
 )
 def test_compiled_training_resumes_exactly_and_saves_the_plain_weights(tiny_root, tmp_path):
     settings = dict(
-        DATA_DIR=str(tiny_root), OUTPUT_DIR=str(tmp_path / "outputs"), EPOCHS=3, BATCH_SIZE=32
+        DATA_DIR=str(tiny_root),
+        OUTPUT_DIR=str(tmp_path / "outputs"),
+        EPOCHS=3,
+        BATCH_SIZE=32,  # 3 steps an epoch on the tiny data's 96 images
+        SMOKE=True,  # the tiny data is no MNIST: the check cell takes it for a smoke run only
     )
-    eager = run_cells(TRAINING_CELLS, **settings)
-    compiled = run_cells(TRAINING_CELLS, **settings, COMPILE=True)
+    eager = run_cells(TRAINING_CELLS, **settings)["run"]
+    compiled = run_cells(TRAINING_CELLS, **settings, COMPILE=True)["run"]
     # The same arithmetic in other kernels: the same first epoch, up to rounding (later ones drift
     # apart: a few steps at this learning rate on 96 images amplify any difference).
-    assert compiled["history"]["train_loss"][0] == pytest.approx(
-        eager["history"]["train_loss"][0], rel=1e-3
+    assert compiled.history["train_loss"][0] == pytest.approx(
+        eager.history["train_loss"][0], rel=1e-3
     )
     # Stopped in epoch 2 and resumed compiled again, it ends as the compiled run never stopped.
     namespace = run_cells(TRAINING_CELLS[:-1], **settings, COMPILE=True)
-    train_until_ctrl_c(namespace, 5)
-    assert len(namespace["history"]["test_acc"]) == 1
-    namespace.update(RESUME=str(namespace["run_dir"]))
+    train_until_ctrl_c(namespace, 5)  # in epoch 2
+    assert namespace["run"].epochs_done == 1
+    namespace.update(RESUME=str(namespace["run"].dir))
     run_cells(["training"], namespace)
-    assert namespace["history"]["train_loss"] == compiled["history"]["train_loss"]
-    weights = torch.load(namespace["run_dir"] / runs.WEIGHTS_FILE, weights_only=True)
+    resumed = namespace["run"]
+    assert resumed.history["train_loss"] == compiled.history["train_loss"]
+    weights = torch.load(resumed.dir / folders.WEIGHTS_FILE, weights_only=True)
     # The plain model's keys, with no "_orig_mod." prefix.
     assert weights.keys() == namespace["model"].state_dict().keys()
-    for key, tensor in runs.load_model(compiled["run_dir"]).state_dict().items():
+    for key, tensor in runs.load_model(compiled.dir).state_dict().items():
         assert torch.equal(weights[key], tensor), key
