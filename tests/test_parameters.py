@@ -175,3 +175,10 @@ def test_a_home_folder_path_is_expanded(params, tmp_path, monkeypatch):
         "RESUME": str(tmp_path / "runs" / "one"),
     }
     assert given["DATA_DIR"] == "~/data"  # the namespace's own values stay as they were
+
+
+def test_loader_workers_with_the_data_on_an_accelerator_are_refused_before_the_data_cell(params):
+    parameters.check_workers({**params, "NUM_WORKERS": 2}, "cpu")
+    parameters.check_workers({**params, "NUM_WORKERS": 0}, "meta")
+    with pytest.raises(ValueError, match="NUM_WORKERS = 2 needs the data on the CPU"):
+        parameters.check_workers({**params, "NUM_WORKERS": 2}, "meta")

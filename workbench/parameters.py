@@ -129,6 +129,7 @@ def check_parameters(
     params = normalized(params)
     check_memory(params, device)
     check_compiler(params, device)
+    check_workers(params, device)
     check_writable(params["OUTPUT_DIR"])
     return params
 
@@ -208,6 +209,15 @@ def check_memory(params: dict[str, Any], device: str | torch.device = "cpu") -> 
             f"BATCH_SIZE = {params['BATCH_SIZE']} with CHANNELS = {params['CHANNELS']} needs about "
             f"{needed / 2**30:.1f} GiB to train, and {device} has {free / 2**30:.1f} GiB free: "
             "lower BATCH_SIZE or narrow CHANNELS."
+        )
+
+
+def check_workers(params: dict[str, Any], device: str | torch.device = "cpu") -> None:
+    """ValueError when NUM_WORKERS asks for workers but the data lives on an accelerator."""
+    if params["NUM_WORKERS"] and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"NUM_WORKERS = {params['NUM_WORKERS']} needs the data on the CPU, but it lives on "
+            f"{device}, where batches are built in the notebook's process: set NUM_WORKERS = 0."
         )
 
 
