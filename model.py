@@ -49,6 +49,12 @@ class MNISTNet(nn.Module):
 
     def __init__(self, channels: Channels = DEFAULT_CHANNELS, dropout: float = 0.0):
         super().__init__()
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0 <= dropout < 1
+        ):
+            raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}.")
         self.channels = stage_widths(channels)  # as four tuples, whatever form was given
         # block1, block2, ... in order (the names the default network's checkpoints have),
         # grouped by the resolution they run at.

@@ -141,6 +141,12 @@ def get_data_loaders(
     workers would compete with the model for the CPU cores. `seed` fixes the shuffling and the
     augmentation in workers. `max_samples` keeps the first n images of each split (smoke runs).
     """
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
+    ):
+        raise ValueError(
+            f"max_samples must be None (every image) or a positive int; got {max_samples!r}."
+        )
     device = torch.device(device)
     if num_workers and device.type != "cpu":
         raise ValueError(

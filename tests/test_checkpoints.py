@@ -184,3 +184,30 @@ def test_all_finite_spots_nan_and_inf_weights(model, key, value):
         model.state_dict()[key].view(-1)[0] = value  # a buffer counts as much as a parameter
     assert not checkpoints.all_finite(model)
     assert checkpoints.nonfinite(model.state_dict()) == [key]
+
+
+def test_a_resume_file_is_not_taken_for_weights(model, tmp_path):
+    path = tmp_path / "resume.pt"
+    torch.save(dict(model=model.state_dict(), ema_model={}, rng={}, history={}), path)
+    with pytest.raises(checkpoints.CheckpointError, match="is a run's resume.pt"):
+        checkpoints.load_weights(MNISTNet(), path)
+
+
+def test_integer_weights_of_the_right_shapes_are_refused(model, tmp_path):
+    path = tmp_path / "int8.pt"
+    state = {
+        k: v.to(torch.int8) if v.is_floating_point() else v for k, v in model.state_dict().items()
+    }
+    torch.save(state, path)
+    with pytest.raises(checkpoints.CheckpointError, match="block1.conv.weight torch.int8 vs"):
+        checkpoints.load_weights(MNISTNet(), path)
+
+
+def test_a_device_this_machine_lacks_is_named_not_called_corruption(model, tmp_path):
+    path = tmp_path / "w.pt"
+    checkpoints.save_weights(model, path)
+    missing = "meta" if torch.accelerator.is_available() else "cuda"
+    if torch.accelerator.is_available():
+        pytest.skip("this machine has an accelerator; the check is for one without")
+    with pytest.raises(checkpoints.CheckpointError, match=f"has no {missing} device"):
+        checkpoints.load_weights(MNISTNet(), path, map_location=missing)

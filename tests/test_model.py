@@ -165,3 +165,9 @@ def test_bad_channels_raise_clear_error(channels):
         ValueError, match=r"channels must have four entries, one per resolution .* got "
     ):
         MNISTNet(channels=channels)
+
+
+@pytest.mark.parametrize("dropout", ["0.1", 1.0, -0.1, True])
+def test_a_dropout_outside_0_to_1_is_refused_at_once(dropout):
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\)"):
+        MNISTNet(dropout=dropout)

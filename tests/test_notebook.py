@@ -323,7 +323,7 @@ def test_the_three_files_alone_stop_at_once_saying_what_to_copy(tiny_root, tmp_p
             progress_bar=False,
         )
     assert info.value.exec_count == 1  # the first code cell
-    assert "needs this project's folder workbench/: copy it beside the notebook" in str(info.value)
+    assert "with utils.py, model.py and workbench/ beside it" in str(info.value)
 
 
 @pytest.mark.slow

@@ -182,3 +182,16 @@ def test_loader_workers_with_the_data_on_an_accelerator_are_refused_before_the_d
     parameters.check_workers({**params, "NUM_WORKERS": 0}, "meta")
     with pytest.raises(ValueError, match="NUM_WORKERS = 2 needs the data on the CPU"):
         parameters.check_workers({**params, "NUM_WORKERS": 2}, "meta")
+
+
+@pytest.mark.parametrize("name", ["epochs", "Epochs", "learning_rate"])
+def test_a_parameter_name_in_the_wrong_case_is_refused_not_ignored(params, name):
+    """papermill's -p epochs 3 defines `epochs`, which the notebook would never read."""
+    with pytest.raises(ValueError, match=f"^{name}: did you mean {name.upper()}?"):
+        parameters.check_parameters({**params, name: 3})
+
+
+def test_epochs_are_capped_before_a_run_folder_name_grows_too_long(params):
+    parameters.check_parameters({**params, "EPOCHS": parameters.MAX_EPOCHS})
+    with pytest.raises(ValueError, match="EPOCHS must be a positive int up to 1,000,000"):
+        parameters.check_parameters({**params, "EPOCHS": parameters.MAX_EPOCHS + 1})

@@ -196,3 +196,25 @@ def test_compare_runs_with_only_damaged_folders_still_shows_them(params, model):
     table, fig = runs.compare_runs(outputs(params))
     assert table.splitlines()[-1].startswith(f"{run_dir.name}  damaged: ")
     assert len(fig.axes[0].lines) == 0
+
+
+def test_files_mixed_up_between_two_runs_mark_the_run_damaged(params, model):
+    first, second = fake_run(params, model, [99.0]), fake_run(params, model, [98.0])
+    shutil.copy(second / folders.PARAMS_FILE, first / folders.PARAMS_FILE)
+    with pytest.raises(folders.RunFolderError, match="belongs to another run"):
+        runs.load_model(first)
+    with pytest.warns(UserWarning, match="files were mixed up between run folders"):
+        assert [r["path"] for r in runs.list_runs(outputs(params))] == [second]
+
+
+def test_a_missing_output_folder_is_said_to_be_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="There is no folder"):
+        runs.list_runs(tmp_path / "typo")
+
+
+def test_an_output_folder_given_for_a_run_is_named_as_no_run_folder(params, model, monkeypatch):
+    run_dir = fake_run(params, model, [99.0])
+    with pytest.raises(folders.RunFolderError, match="is not a run folder: it has no params.json"):
+        runs.load_model(run_dir.parent)
+    monkeypatch.setenv("HOME", str(run_dir.parent.parent))
+    assert runs.load_model(f"~/{run_dir.parent.name}/{run_dir.name}") is not None

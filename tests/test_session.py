@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.common import NOTEBOOK
 from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
-from workbench import StaleCellError, folders, plots
+from workbench import StaleCellError, analysis, folders, plots, runs
 from workbench.mnist import MNISTDataError
 
 EPOCHS = 2
@@ -211,3 +211,36 @@ def test_the_check_cell_takes_files_of_other_sizes_than_mnists_for_a_smoke_run_o
         run_cells(TRAINING_CELLS[:3], **{**settings, "SMOKE": False})
     bench = run_cells(TRAINING_CELLS[:3], **settings)["bench"]
     assert bench.params["SMOKE"] is True
+
+
+def test_after_a_stop_in_the_middle_of_an_epoch_the_analysis_is_of_the_saved_weights(settings):
+    namespace = run_cells(TRAINING_CELLS[:-1], **settings)
+    train_until_ctrl_c(namespace, STEPS + 2)  # epoch 2 has taken a step past the saved epoch 1
+    run = namespace["run"]
+    saved = torch.load(run.dir / folders.WEIGHTS_FILE, weights_only=True)
+    moved = run.training.ema_model.module.state_dict()
+    assert any(not torch.equal(moved[key], saved[key]) for key in saved)
+    run_cells(["confusion"], namespace)
+    loader, shift = namespace["test_loader"], namespace["TTA_SHIFT"]
+    expected = analysis.analyse(runs.load_model(run.dir), loader, "cpu", shift)
+    assert torch.equal(run.analysis.predictions, expected.predictions)
+    assert folders.read_run(run.dir)["metrics"]["final_test_acc"] == run.analysis.accuracy
+
+
+def test_a_tta_shift_the_check_cell_would_refuse_is_refused_by_the_analysis(settings):
+    namespace = run_cells(TRAINING_CELLS, **settings)
+    for bad in (30, -1):
+        namespace["TTA_SHIFT"] = bad
+        with pytest.raises(ValueError, match=f"TTA_SHIFT = {bad} is not allowed"):
+            run_cells(["confusion"], namespace)
+    assert "final_test_acc" not in folders.read_run(namespace["run"].dir)["metrics"]
+
+
+def test_a_seed_changed_without_the_check_cell_is_refused(settings):
+    """The check cell seeds the model's initial weights: a run must not record another seed."""
+    namespace = run_cells(TRAINING_CELLS[:-1], **settings)
+    namespace["SEED"] += 1
+    run_cells(["data", "model"], namespace)
+    with pytest.raises(StaleCellError, match="Run the check cell again"):
+        run_cells(["training"], namespace)
+    assert run_folders(settings) == []

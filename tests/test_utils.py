@@ -293,3 +293,9 @@ def test_the_seed_files_stand_alone(tmp_path):
     assert result.returncode == 0, result.stderr
     every_parameter = len(list(MNISTNet().parameters()))  # one step moves every one of them
     assert result.stdout.split() == [str(TINY_TRAIN), str(TINY_TEST), "True", str(every_parameter)]
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, True])
+def test_max_samples_other_than_a_positive_int_is_refused(tiny_root, bad):
+    with pytest.raises(ValueError, match=f"max_samples must be None .* got {bad!r}"):
+        utils.get_data_loaders(data_dir=tiny_root, max_samples=bad)

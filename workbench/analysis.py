@@ -89,8 +89,8 @@ def confusion_matrix(
 
 
 def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
-    """Accuracy (%) for each true class, from a confusion matrix."""
-    return 100 * matrix.diag() / matrix.sum(dim=1).clamp(min=1)
+    """Accuracy (%) for each true class, from a confusion matrix; NaN for a class with no image."""
+    return 100 * matrix.diag() / matrix.sum(dim=1)
 
 
 def misclassified(

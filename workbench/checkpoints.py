@@ -74,6 +74,14 @@ def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     Raises CheckpointError saying why for another kind of file, pickled code or a truncated file.
     """
     check_checkpoint_format(path)
+    device = torch.device(map_location)
+    here = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if device.type != "cpu" and (here is None or here.type != device.type):
+        raise CheckpointError(
+            f"map_location={str(map_location)!r}: this machine has no {device.type} device "
+            f"({'only the CPU' if here is None else here}), so {path} cannot be loaded there. "
+            'Load it to "cpu" (or to the device utils.get_device() gives).'
+        )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -84,8 +92,9 @@ def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu")
         ) from err
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
         raise CheckpointError(
-            f"{path} is truncated or corrupt ({type(err).__name__}: {one_line(err)}). "
-            "Save it again."
+            f"{path} cannot be read: it is truncated or corrupt, or an archive that torch.save did "
+            f"not write ({type(err).__name__}: {one_line(err)}). Load another copy, or save it "
+            "again with torch.save."
         ) from err
     return obj
 
@@ -107,6 +116,11 @@ def check_checkpoint_format(path: str | os.PathLike) -> None:
 
 def unwrap_state_dict(state: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model's state_dict inside `state`, a plain or wrapped state_dict."""
+    if isinstance(state, dict) and {"ema_model", "rng", "history"} <= state.keys():
+        raise CheckpointError(
+            f"{path} is a run's resume.pt, the state to go on training, not its weights: load "
+            "the run's mnist_net.pt (or the whole run with workbench.runs.load_model(run_dir))."
+        )
     if isinstance(state, dict):
         for key in ("model", "state_dict", "model_state_dict"):
             if isinstance(state.get(key), dict):
@@ -132,13 +146,17 @@ def check_state_dict(
     unexpected = sorted(state.keys() - expected.keys())
     mismatched = sorted(
         f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
+        if state[key].shape != expected[key].shape
+        else f"{key} {state[key].dtype} vs {expected[key].dtype}"
         for key in expected.keys() & state.keys()
         if state[key].shape != expected[key].shape
+        # load_state_dict casts between float types, but integer weights would become zeros.
+        or state[key].is_floating_point() != expected[key].is_floating_point()
     )
     if missing or unexpected or mismatched:
         raise CheckpointError(
             f"{path} was saved from a different architecture than {type(model).__name__}: "
             f"missing keys {missing}, unexpected keys {unexpected}, "
-            f"shape mismatches (file vs model) {mismatched}. "
+            f"shape or type mismatches (file vs model) {mismatched}. "
             "Build the model that saved it, or train this one afresh."
         )

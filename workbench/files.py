@@ -6,6 +6,7 @@ module does nothing.
 """
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -35,6 +36,10 @@ def write_together(writers: dict[str | os.PathLike, Callable[[IO[bytes]], Any]])
     """
     paths = {Path(path): write for path, write in writers.items()}
     for path in paths:
+        if path.is_dir():
+            raise IsADirectoryError(
+                errno.EISDIR, f"{path} is a folder, so no file can be written there: remove it"
+            )
         if path.exists() and not path.stat().st_mode & 0o222:
             raise PermissionError(
                 f"{path} is read-only, so it was not replaced. Make it writable (chmod u+w) "

@@ -9,8 +9,8 @@ does nothing.
 
 import hashlib
 import json
-import math
 import os
+import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,28 +18,19 @@ from typing import Any
 import torch
 
 from model import count_parameters
-from workbench import checkpoints, comparison, parameters, provenance
+from workbench import checkpoints, comparison, provenance
 from workbench.files import interrupts_deferred, one_line, write_together
+
+# The schema's names, used with the files they describe: folders.METRIC_KEYS, .RunFolderError.
+from workbench.schema import METRIC_KEYS as METRIC_KEYS
+from workbench.schema import RunFolderError as RunFolderError
+from workbench.schema import check_metrics, check_params, damaged
 
 PARAMS_FILE = "params.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_FILE = "mnist_net.pt"
 RESUME_FILE = "resume.pt"  # all that the next epoch depends on (workbench.resume)
 FILES = (PARAMS_FILE, METRICS_FILE, WEIGHTS_FILE, RESUME_FILE)
-METRIC_KEYS = (
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "lr",
-    "train_time_s",
-    "epoch_time_s",
-)
-
-
-class RunFolderError(ValueError):
-    """A run folder's file is missing, unreadable or not what the notebook writes; the message
-    names the file."""
 
 
 def create(
@@ -68,6 +59,8 @@ def create(
     run_dir = _new_folder(Path(output_dir).expanduser(), name)
     info = dict(
         name=run_dir.name,
+        # Written into metrics.json too: files mixed up between two run folders disagree on it.
+        run_id=secrets.token_hex(8),
         started=now.isoformat(timespec="microseconds"),
         parameters={k: str(v) if isinstance(v, os.PathLike) else v for k, v in params.items()},
         parameter_count=count_parameters(model),
@@ -135,6 +128,7 @@ def save_epoch(
         )
     weights = checkpoints.state_bytes(model.state_dict())
     metrics = dict(
+        run_id=read_params(run_dir)["run_id"],
         epochs_done=epoch,
         epochs_planned=epochs_planned,
         weights_sha256=hashlib.sha256(weights).hexdigest(),
@@ -165,9 +159,9 @@ def save_final(run_dir: str | os.PathLike, **values: Any) -> None:
     """Add end-of-run figures (such as the test-time-augmentation accuracy) to metrics.json."""
     path = Path(run_dir) / METRICS_FILE
     metrics = _read_json(path)
-    _check_metrics(metrics, path)
+    check_metrics(metrics, path)
     try:
-        _check_metrics({**metrics, **values}, path)
+        check_metrics({**metrics, **values}, path)
     except RunFolderError as err:
         raise ValueError(f"{values} cannot go into {path}: {err}") from None
     write_together({path: _json_file({**metrics, **values})})
@@ -199,9 +193,14 @@ def sha256(path: str | os.PathLike) -> str:
 
 def read_params(run_dir: str | os.PathLike) -> dict[str, Any]:
     """A run's params.json, checked; RunFolderError naming the file when it is damaged."""
-    path = Path(run_dir) / PARAMS_FILE
+    path = Path(run_dir).expanduser() / PARAMS_FILE
+    if not os.path.lexists(path):
+        raise RunFolderError(
+            f"{path.parent} is not a run folder: it has no {PARAMS_FILE}. Give the folder of one "
+            "run (workbench.runs.list_runs(OUTPUT_DIR) lists them, runs.latest_run finds one)."
+        )
     info = _read_json(path)
-    _check_params(info, path)
+    check_params(info, path)
     return info
 
 
@@ -211,14 +210,20 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     Raises RunFolderError naming the file when either is missing, unreadable or not in the shape
     the notebook writes (a wrong type, a value out of range, a figure that is NaN).
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     info = read_params(run_dir)
     info["name"] = run_dir.name  # a copied or renamed folder is known by its own name
     metrics_path = run_dir / METRICS_FILE
     info["metrics"] = None
     if os.path.lexists(metrics_path):
         info["metrics"] = _read_json(metrics_path)
-        _check_metrics(info["metrics"], metrics_path)
+        check_metrics(info["metrics"], metrics_path)
+        if info["metrics"]["run_id"] != info["run_id"]:
+            raise damaged(
+                metrics_path,
+                f"belongs to another run (run_id {info['metrics']['run_id']}) than {PARAMS_FILE} "
+                f"beside it ({info['run_id']}): files were mixed up between run folders",
+            )
     info["path"] = run_dir
     return info
 
@@ -251,96 +256,8 @@ def is_whole(run_dir: str | os.PathLike, epochs: int) -> bool:
     return run["metrics"]["epochs_done"] == epochs
 
 
-def damaged(path: Path, what: str) -> RunFolderError:
-    return RunFolderError(
-        f"{path} {what}: the run folder is damaged. Move it out of the output folder, or delete it."
-    )
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise damaged(path, f"cannot be read ({type(err).__name__}: {one_line(err)})") from err
-
-
-def _is_count(value, least=0):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def _is_finite(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_params(info: Any, path: Path) -> None:
-    """RunFolderError unless `info` has the shape of the params.json that create() writes."""
-    if not isinstance(info, dict):
-        raise damaged(path, f"holds a {type(info).__name__}, not an object")
-    checks = {
-        "name": (lambda v: isinstance(v, str), "a string"),
-        "started": (_is_date, "a date with its time zone"),
-        "parameters": (lambda v: isinstance(v, dict), "an object"),
-        "parameter_count": (lambda v: _is_count(v, 1), "a positive int"),
-        "continued_from": (lambda v: v is None or isinstance(v, str), "null or a run's name"),
-    }
-    _check_fields(info, checks, path)
-    recorded = info["parameters"]
-    missing = [name for name in parameters.PARAMETER_RULES if name not in recorded]
-    if missing:
-        raise damaged(path, f"records no {', '.join(missing)}")
-    for name, (is_ok, allowed) in parameters.PARAMETER_RULES.items():
-        if not is_ok(recorded[name]):
-            raise damaged(path, f"gives {name} = {recorded[name]!r}, but {name} is {allowed}")
-    if not isinstance(info.get("resumed", []), list):
-        raise damaged(path, f"gives resumed = {info['resumed']!r}, not a list")
-
-
-def _is_date(value):
-    """An ISO date with its time zone, as create() writes it: runs are sorted by it."""
-    try:
-        return datetime.fromisoformat(value).tzinfo is not None
-    except (TypeError, ValueError):
-        return False
-
-
-def _check_metrics(metrics: Any, path: Path) -> None:
-    """RunFolderError unless `metrics` has the shape of the metrics.json save_epoch writes."""
-    if not isinstance(metrics, dict):
-        raise damaged(path, f"holds a {type(metrics).__name__}, not an object")
-    checks = {
-        "epochs_done": (lambda v: _is_count(v, 1), "a positive int"),
-        "epochs_planned": (lambda v: _is_count(v, 1), "a positive int"),
-        "weights_sha256": (
-            lambda v: isinstance(v, str) and len(v) == 64 and set(v) <= set("0123456789abcdef"),
-            "a SHA-256 digest",
-        ),
-        "history": (lambda v: isinstance(v, dict), "an object"),
-    }
-    optional = {
-        "final_test_acc": (lambda v: _is_finite(v) and 0 <= v <= 100, "a percentage"),
-        "tta_shift": (lambda v: _is_count(v), "an int >= 0"),
-    }
-    _check_fields(metrics, checks, path)
-    _check_fields(metrics, optional, path, required=False)
-    epochs = metrics["epochs_done"]
-    for key in METRIC_KEYS:
-        values = metrics["history"].get(key)
-        if not (
-            isinstance(values, list) and len(values) == epochs and all(map(_is_finite, values))
-        ):
-            raise damaged(
-                path, f"gives history.{key} = {values!r}, not {epochs} finite numbers (epochs_done)"
-            )
-    accuracies = metrics["history"]["test_acc"] + metrics["history"]["train_acc"]
-    if not all(0 <= acc <= 100 for acc in accuracies):
-        raise damaged(path, "gives an accuracy outside 0-100%")
-
-
-def _check_fields(data: dict, checks: dict, path: Path, required: bool = True) -> None:
-    for key, (is_ok, allowed) in checks.items():
-        if key not in data:
-            if required:
-                raise damaged(path, f"lacks {key}")
-            continue
-        if not is_ok(data[key]):
-            raise damaged(path, f"gives {key} = {data[key]!r}, not {allowed}")

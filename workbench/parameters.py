@@ -23,6 +23,7 @@ from workbench.mnist import TRAIN_IMAGES
 # The largest values the notebook accepts: beyond them a run fails later (an overflowing seed, a
 # run folder name too long for the file system) or is no longer the small network this is.
 MAX_SEED = 2**63 - 1
+MAX_EPOCHS = 1_000_000
 MAX_BLOCKS_PER_SIZE = 8
 MAX_WIDTH = 1024
 # Images of each split a smoke run (SMOKE = True) uses: enough for every cell to run.
@@ -76,7 +77,7 @@ PARAMETER_RULES = {
     "WARMUP": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "EMA_DECAY": (_fraction, "a number in [0, 1)"),
     "LABEL_SMOOTHING": (_fraction, "a number in [0, 1)"),
-    "EPOCHS": (_positive_int, "a positive int"),
+    "EPOCHS": (lambda v: _positive_int(v) and v <= MAX_EPOCHS, "a positive int up to 1,000,000"),
     "CHANNELS": (
         _channels,
         "four entries, each a positive int or a tuple of them, e.g. (16, 32, 64, 128) "
@@ -156,6 +157,11 @@ def check_names(namespace: Mapping[str, Any]) -> None:
                 f"a parameter. The parameters are {', '.join(PARAMETER_RULES)}."
             )
     for name in namespace:
+        if name != name.upper() and name.upper() in PARAMETER_RULES:  # papermill's -p epochs 3
+            raise ValueError(
+                f"{name}: did you mean {name.upper()}? Parameter names are upper case, and "
+                f"{name} is not a parameter of this notebook."
+            )
         if name.isupper() and len(name) > 1 and name not in PARAMETER_RULES:
             close = difflib.get_close_matches(name, PARAMETER_RULES, n=1)
             guess = f"did you mean {close[0]}? " if close else ""

@@ -21,6 +21,11 @@ from workbench import checkpoints, comparison, folders, plots
 def scan_runs(output_dir: str | os.PathLike = "outputs") -> tuple[list[dict], dict[Path, str]]:
     """(every readable run under `output_dir`, oldest first; {damaged folder: why})."""
     found, damaged = [], {}
+    if not Path(output_dir).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"There is no folder {Path(output_dir).expanduser().resolve()}, so it holds no runs: "
+            "pass the OUTPUT_DIR the notebook saved into (outputs unless you changed it)."
+        )
     params_files = Path(output_dir).expanduser().glob(f"*/{folders.PARAMS_FILE}")
     for folder in sorted(p.parent for p in params_files):
         try:

@@ -9,6 +9,7 @@ saves every epoch (`run.save_epoch`), turns Ctrl-C into a stop that keeps what f
 is one. Importing this module does nothing.
 """
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
-from workbench import analysis, cells, folders, mnist, parameters, resume
+from workbench import analysis, cells, checkpoints, folders, mnist, parameters, resume
 
 
 class Workbench:
@@ -28,6 +29,7 @@ class Workbench:
         self.device = torch.device(device)
         self.last_run = None
         self.params = self.check()
+        self.seed = self.params["SEED"]  # the check cell seeds the model's initial weights with it
 
     def check(self) -> dict[str, Any]:
         """The parameters as they are now, checked with RESUME and the MNIST files they name."""
@@ -50,6 +52,12 @@ class Workbench:
         A new run's folder records the run whose weights `model` holds, when it trained them.
         """
         params = self.params = self.check()
+        if params["SEED"] != self.seed:
+            raise cells.StaleCellError(
+                f"SEED is {params['SEED']!r} but was {self.seed!r} when the check cell ran, which "
+                "seeds the model's initial weights. Run the check cell again (and the cells "
+                "between it and this one), then this cell."
+            )
         cells.check_built(params, model, train_loader, test_loader)
         training = resume.Training(model, optimizer, scheduler, ema_model)
         if params["RESUME"]:
@@ -134,7 +142,19 @@ class Run:
         `tta_shift` > 0) and add that accuracy to metrics.json."""
         if not self.epochs_done:
             raise cells.not_trained()
-        result = analysis.analyse(self.training.ema_model, test_loader, self.device, tta_shift)
+        is_ok, allowed = parameters.PARAMETER_RULES["TTA_SHIFT"]
+        if not is_ok(tta_shift):
+            raise ValueError(
+                f"TTA_SHIFT = {tta_shift!r} is not allowed: TTA_SHIFT must be {allowed}."
+            )
+        # The weights saved with the last finished epoch, which metrics.json describes: after a
+        # stop in the middle of an epoch, the average in memory has moved on from them.
+        saved = checkpoints.load_weights(
+            copy.deepcopy(self.training.ema_model.module),
+            self.dir / folders.WEIGHTS_FILE,
+            map_location=self.device,
+        )
+        result = analysis.analyse(saved, test_loader, self.device, tta_shift)
         folders.save_final(self.dir, tta_shift=tta_shift, final_test_acc=result.accuracy)
         self._analysis = result
         return result
