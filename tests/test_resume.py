@@ -426,7 +426,7 @@ def test_sigkill_or_sigint_at_random_moments_then_resume_is_the_run_never_stoppe
     stopped_after = []
     for chain in range(2):
         run_dir = None
-        for stop in range(3):
+        for stop in range(2):  # a kill and a Ctrl-C, each resumed; then the end
             process = child(settings, **({"RESUME": run_dir} if run_dir else {}))
             run_dir = started(process)
             # A step of the training left or the saving of an epoch, read as the child gets
