@@ -1,6 +1,7 @@
 """Shared fixtures: tiny MNIST-format files, the real data when present, no network, the notebook's
 defaults, a model and fake run folders."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -51,6 +52,25 @@ def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_mnist")
     make_tiny_mnist(root)
     return root
+
+
+def snapshot(root):
+    """{path: (size, modification time)} of everything under `root`: what a write would change."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(root).rglob("*")}
+
+
+@contextlib.contextmanager
+def read_only(root):
+    """`root` and everything in it without write bits for the block, as CI's ../shared is."""
+    mode = os.stat(root).st_mode
+    for path in [root, *Path(root).rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        yield
+    finally:
+        for path in [root, *Path(root).rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+        Path(root).chmod(mode)
 
 
 @pytest.fixture

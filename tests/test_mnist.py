@@ -2,7 +2,6 @@
 
 import errno
 import gzip
-import os
 import socket
 import tempfile
 import time
@@ -14,7 +13,7 @@ import torch
 import torchvision
 
 import utils
-from conftest import TINY_TEST, TINY_TRAIN, make_tiny_mnist, write_idx
+from conftest import TINY_TEST, TINY_TRAIN, make_tiny_mnist, read_only, snapshot, write_idx
 from workbench import mnist
 
 # The images in each split of MNIST as published: {train: count}.
@@ -24,10 +23,6 @@ TINY = {True: TINY_TRAIN, False: TINY_TEST}
 
 def raw(root):
     return Path(root) / "MNIST" / "raw"
-
-
-def snapshot(root):
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(root).rglob("*")}
 
 
 def files_under(root):
@@ -106,15 +101,8 @@ def test_swapped_train_and_test_files_are_refused(tiny_copy, subset):
 
 def test_present_files_are_only_read_and_network_untouched(tiny_root, no_network):
     before = snapshot(tiny_root)
-    mode = os.stat(tiny_root).st_mode
-    for path in [tiny_root, *tiny_root.rglob("*")]:
-        path.chmod(path.stat().st_mode & ~0o222)  # read-only, as CI's ../shared is
-    try:
+    with read_only(tiny_root):
         mnist.prepare(tiny_root, download=True, subset=True)
-    finally:
-        for path in [tiny_root, *tiny_root.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o200)
-        tiny_root.chmod(mode)
     assert snapshot(tiny_root) == before
     assert no_network == []
 
@@ -253,11 +241,11 @@ def test_good_gz_files_in_a_read_only_folder_say_where_to_copy_them(
     pack(folder)
     before = snapshot(tiny_copy)
 
-    def read_only(*args, dir=None, **kwargs):
+    def refuse(*args, dir=None, **kwargs):
         # What the system answers in a folder one may not write to (chmod does not stop root).
         raise PermissionError(errno.EACCES, "Permission denied", dir)
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(mnist.MNISTDataError) as info:
         mnist.prepare(tiny_copy)
     message = str(info.value)

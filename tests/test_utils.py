@@ -5,13 +5,12 @@ import random
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import utils
-from conftest import REPO, TINY_TEST, TINY_TRAIN, make_tiny_mnist
+from conftest import REPO, TINY_TEST, TINY_TRAIN, make_tiny_mnist, read_only, snapshot
 from model import MNISTNet
 
 # MNIST's published training-set statistics, which every image is normalised with.
@@ -22,10 +21,6 @@ def loaders(root, **kwargs):
     kwargs.setdefault("batch_size", 32)
     kwargs.setdefault("test_batch_size", 16)
     return utils.get_data_loaders(data_dir=root, **kwargs)
-
-
-def snapshot(root):
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(root).rglob("*")}
 
 
 def normalised(images):
@@ -201,15 +196,8 @@ def test_data_dir_may_name_the_mnist_or_raw_folder(tiny_root, monkeypatch, no_ne
 
 def test_present_files_are_only_read_and_network_untouched(tiny_root, no_network):
     before = snapshot(tiny_root)
-    mode = os.stat(tiny_root).st_mode
-    for path in [tiny_root, *tiny_root.rglob("*")]:
-        path.chmod(path.stat().st_mode & ~0o222)  # read-only, as CI's ../shared is
-    try:
+    with read_only(tiny_root):
         loaders(tiny_root, download=True)
-    finally:
-        for path in [tiny_root, *tiny_root.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o200)
-        tiny_root.chmod(mode)
     assert snapshot(tiny_root) == before
     assert no_network == []
 
