@@ -231,7 +231,7 @@ def test_a_tta_shift_the_check_cell_would_refuse_is_refused_by_the_analysis(sett
     namespace = run_cells(TRAINING_CELLS, **settings)
     for bad in (30, -1):
         namespace["TTA_SHIFT"] = bad
-        with pytest.raises(ValueError, match=f"TTA_SHIFT = {bad} is not allowed"):
+        with pytest.raises(ValueError, match=rf"TTA_SHIFT = {bad} \(int\) is not allowed"):
             run_cells(["confusion"], namespace)
     assert "final_test_acc" not in folders.read_run(namespace["run"].dir)["metrics"]
 

@@ -47,15 +47,26 @@ def built_with(
 
 
 def check_built(
-    params: dict[str, Any], model: nn.Module, train_loader: DataLoader, test_loader: DataLoader
+    params: dict[str, Any],
+    model: nn.Module,
+    train_loader: DataLoader,
+    test_loader: DataLoader,
+    seeded: int | None = None,
 ) -> None:
-    """StaleCellError when a parameter differs from the value the loaders or model were built with.
+    """StaleCellError when a parameter differs from the value the loaders or model were built with,
+    or SEED from the one the check cell seeded the model's initial weights with (`seeded`).
 
     The message names the parameter, both values and the cell to run again.
     """
-    wanted = dict(params, CHANNELS=stage_widths(params["CHANNELS"]))
-    wanted["DATA_DIR"] = resolve_data_dir(params["DATA_DIR"])
-    for cell, used in built_with(model, train_loader, test_loader).items():
+    wanted = dict(
+        params,
+        CHANNELS=stage_widths(params["CHANNELS"]),
+        DATA_DIR=resolve_data_dir(params["DATA_DIR"]),
+    )
+    built = built_with(model, train_loader, test_loader)
+    if seeded is not None:
+        built = dict(check=dict(SEED=seeded), **built)
+    for cell, used in built.items():
         changed = [name for name, value in used.items() if wanted[name] != value]
         if changed:
             what = ", ".join(f"{n} is {params[n]!r} but was {used[n]!r}" for n in changed)

@@ -28,7 +28,12 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
 
 def save_file(obj: object, path: str | os.PathLike) -> None:
     """torch.save `obj` (tensors, numbers, strings and containers of them) to `path` atomically."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, torch_writer(obj))
+
+
+def torch_writer(obj: object):
+    """What torch.saves `obj` into a file, for atomic_write and write_together."""
+    return lambda f: torch.save(obj, f)
 
 
 def state_bytes(state: dict[str, torch.Tensor]) -> bytes:

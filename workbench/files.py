@@ -113,9 +113,14 @@ def current_umask() -> int:
     return mask
 
 
+def json_writer(data: Any) -> Callable[[IO[bytes]], Any]:
+    """What writes `data` as indented JSON into a file, for atomic_write and write_together."""
+    return lambda f: f.write(json.dumps(data, indent=2).encode())
+
+
 def save_json(data: Any, path: str | os.PathLike) -> None:
     """Write `data` as indented JSON to `path` atomically."""
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+    atomic_write(path, json_writer(data))
 
 
 def one_line(err: BaseException) -> str:

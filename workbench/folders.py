@@ -19,7 +19,7 @@ import torch
 
 from model import count_parameters
 from workbench import checkpoints, comparison, provenance
-from workbench.files import interrupts_deferred, one_line, write_together
+from workbench.files import interrupts_deferred, json_writer, one_line, write_together
 
 # The schema's names, used with the files they describe: folders.METRIC_KEYS, .RunFolderError.
 from workbench.schema import METRIC_KEYS as METRIC_KEYS
@@ -72,7 +72,10 @@ def create(
         git_commit=provenance.git_commit(),
     )
     write_together(
-        {run_dir / RESUME_FILE: _torch_file(resume_state), run_dir / PARAMS_FILE: _json_file(info)}
+        {
+            run_dir / RESUME_FILE: checkpoints.torch_writer(resume_state),
+            run_dir / PARAMS_FILE: json_writer(info),
+        }
     )
     return run_dir
 
@@ -89,14 +92,6 @@ def _new_folder(parent: Path, name: str) -> Path:
     raise FileExistsError(
         f"{parent} already holds 999 runs named {name}; choose another OUTPUT_DIR."
     )
-
-
-def _torch_file(obj):
-    return lambda f: torch.save(obj, f)
-
-
-def _json_file(data):
-    return lambda f: f.write(json.dumps(data, indent=2).encode())
 
 
 def save_epoch(
@@ -139,9 +134,9 @@ def save_epoch(
         with interrupts_deferred():
             write_together(
                 {
-                    run_dir / RESUME_FILE: _torch_file(resume_state),
+                    run_dir / RESUME_FILE: checkpoints.torch_writer(resume_state),
                     run_dir / WEIGHTS_FILE: lambda f: f.write(weights),
-                    run_dir / METRICS_FILE: _json_file(metrics),
+                    run_dir / METRICS_FILE: json_writer(metrics),
                 }
             )
     except OSError as err:
@@ -164,7 +159,7 @@ def save_final(run_dir: str | os.PathLike, **values: Any) -> None:
         check_metrics({**metrics, **values}, path)
     except RunFolderError as err:
         raise ValueError(f"{values} cannot go into {path}: {err}") from None
-    write_together({path: _json_file({**metrics, **values})})
+    write_together({path: json_writer({**metrics, **values})})
 
 
 def note_resumed(run_dir: str | os.PathLike, entry: dict[str, Any]) -> None:
@@ -172,7 +167,7 @@ def note_resumed(run_dir: str | os.PathLike, entry: dict[str, Any]) -> None:
     path = Path(run_dir) / PARAMS_FILE
     info = read_params(run_dir)
     info["resumed"] = [*info.get("resumed", []), entry]
-    write_together({path: _json_file(info)})
+    write_together({path: json_writer(info)})
 
 
 def remove_leftovers(run_dir: str | os.PathLike) -> None:

@@ -114,25 +114,31 @@ def check_parameters(
     if missing:
         raise ValueError(f"The parameters cell does not define {', '.join(missing)}; run it first.")
     params = {name: namespace[name] for name in PARAMETER_RULES}
-    for name, (is_ok, allowed) in PARAMETER_RULES.items():
-        value = params[name]
-        if not is_ok(value):
-            hint = ""
-            if isinstance(value, str):
-                hint = (
-                    " (a string: with papermill, pass numbers and True/False with -p, which "
-                    "parses them, not -r, and a list with -y, e.g. -y 'CHANNELS: [8, 12, 16, 20]')"
-                )
-            raise ValueError(
-                f"{name} = {value!r} ({type(value).__name__}) is not allowed: {name} must be "
-                f"{allowed}{hint}."
-            )
+    for name, value in params.items():
+        check_value(name, value)
     params = normalized(params)
     check_memory(params, device)
     check_compiler(params, device)
     check_workers(params, device)
     check_writable(params["OUTPUT_DIR"])
     return params
+
+
+def check_value(name: str, value: Any) -> None:
+    """ValueError naming the parameter, the value given and what is allowed, unless it is."""
+    is_ok, allowed = PARAMETER_RULES[name]
+    if is_ok(value):
+        return
+    hint = ""
+    if isinstance(value, str):
+        hint = (
+            " (a string: with papermill, pass numbers and True/False with -p, which "
+            "parses them, not -r, and a list with -y, e.g. -y 'CHANNELS: [8, 12, 16, 20]')"
+        )
+    raise ValueError(
+        f"{name} = {value!r} ({type(value).__name__}) is not allowed: {name} must be "
+        f"{allowed}{hint}."
+    )
 
 
 def normalized(params: dict[str, Any]) -> dict[str, Any]:

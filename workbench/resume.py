@@ -213,9 +213,9 @@ def restore(
     """Put back the state of params["RESUME"] after its last finished epoch; (run folder, history).
 
     When a hard stop came between two of the run's saves, its weights and metrics.json are
-    written again from that state, so the run is whole again before training goes on.
+    written again from that state, so the run is whole again before training goes on. `params`
+    have passed check_resumable (Workbench.check runs it before every run).
     """
-    check_resumable(params)
     run_dir = Path(params["RESUME"])
     saved = load_state(run_dir, params, training.model, loader)
     training.load_state_dicts(saved)

@@ -52,13 +52,7 @@ class Workbench:
         A new run's folder records the run whose weights `model` holds, when it trained them.
         """
         params = self.params = self.check()
-        if params["SEED"] != self.seed:
-            raise cells.StaleCellError(
-                f"SEED is {params['SEED']!r} but was {self.seed!r} when the check cell ran, which "
-                "seeds the model's initial weights. Run the check cell again (and the cells "
-                "between it and this one), then this cell."
-            )
-        cells.check_built(params, model, train_loader, test_loader)
+        cells.check_built(params, model, train_loader, test_loader, seeded=self.seed)
         training = resume.Training(model, optimizer, scheduler, ema_model)
         if params["RESUME"]:
             run_dir, history = resume.restore(params, training, train_loader)
@@ -142,11 +136,7 @@ class Run:
         `tta_shift` > 0) and add that accuracy to metrics.json."""
         if not self.epochs_done:
             raise cells.not_trained()
-        is_ok, allowed = parameters.PARAMETER_RULES["TTA_SHIFT"]
-        if not is_ok(tta_shift):
-            raise ValueError(
-                f"TTA_SHIFT = {tta_shift!r} is not allowed: TTA_SHIFT must be {allowed}."
-            )
+        parameters.check_value("TTA_SHIFT", tta_shift)
         # The weights saved with the last finished epoch, which metrics.json describes: after a
         # stop in the middle of an epoch, the average in memory has moved on from them.
         saved = checkpoints.load_weights(
