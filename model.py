@@ -85,7 +85,9 @@ class MNISTNet(nn.Module):
                 x = F.max_pool2d(x, 2)  # 7x7 -> 3x3
             for name in names:
                 x = self.get_submodule(name)(x)
-        return F.log_softmax(self.fc(self.dropout(x.flatten(1))), dim=1)
+        logits = self.fc(self.dropout(x.flatten(1)))
+        # In the weights' precision, also when autocast ran the layers in bfloat16.
+        return F.log_softmax(logits.to(self.fc.weight.dtype), dim=1)
 
 
 def stage_widths(channels: Channels) -> tuple[tuple[int, ...], ...]:

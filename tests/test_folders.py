@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import fake_run
+from conftest import AS_SET, fake_run
 from model import MNISTNet, count_parameters
 from workbench import folders, runs
 
@@ -31,7 +31,9 @@ def save(run_dir, model, accuracies, planned=12):
 
 
 def new_run(params, model):
-    return folders.create(params["OUTPUT_DIR"], params, model, "cpu", None, resume_state={})
+    return folders.create(
+        params["OUTPUT_DIR"], params, model, "cpu", None, resume_state={}, speed=AS_SET
+    )
 
 
 def contents(run_dir):
@@ -145,7 +147,7 @@ def test_a_new_run_folder_records_the_parameters_and_where_the_run_came_from(par
     resume_state = {"history": history_of([]), "step": 7}
     run_dir = folders.create(
         Path(params["OUTPUT_DIR"]), {**params, "OUTPUT_DIR": Path(params["OUTPUT_DIR"])}, model,
-        "cpu", Path("elsewhere") / "20240101-000000_earlier", resume_state,
+        "cpu", Path("elsewhere") / "20240101-000000_earlier", resume_state, AS_SET,
     )  # fmt: skip
     assert run_dir.parent == Path(params["OUTPUT_DIR"])
     info = json.loads((run_dir / folders.PARAMS_FILE).read_text())

@@ -63,7 +63,10 @@ def test_good_parameters_pass_and_create_the_output_dir(params):
         ("ZOOM", 1.5, "a number in [0, 1)"),
         ("TTA_SHIFT", 0.5, "an int in [0, 4]"),
         ("NUM_WORKERS", -1, "an int >= 0"),
-        ("COMPILE", 1, "True or False"),
+        ("COMPILE", 1, 'True, False or "auto"'),
+        ("COMPILE", "yes", 'True, False or "auto"'),
+        ("PRECISION", "bfloat16", '"fp32", "bf16" or "auto"'),
+        ("PRECISION", None, '"fp32", "bf16" or "auto"'),
         ("LABEL_SMOOTHING", 1.0, "a number in [0, 1)"),
         ("DATA_DIR", 3, "None or a folder path"),
         ("OUTPUT_DIR", "", "a folder path"),
@@ -86,6 +89,7 @@ def test_compile_on_a_cpu_without_a_cxx_compiler_says_what_to_install(params, mo
     with pytest.raises(ValueError, match="with no-such-c\\+\\+, which is not installed.*g\\+\\+"):
         parameters.check_parameters({**params, "COMPILE": True})
     parameters.check_parameters({**params, "COMPILE": False})
+    parameters.check_parameters({**params, "COMPILE": "auto"})  # which then does not compile
     parameters.check_parameters({**params, "COMPILE": True}, device="mps")  # no C++ for a GPU
     monkeypatch.setenv("CXX", '"no-such-c++')  # unbalanced quotes: still looked for, and named
     with pytest.raises(ValueError, match='with "no-such-c\\+\\+, which is not installed'):

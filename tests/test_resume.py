@@ -22,8 +22,10 @@ from workbench import SMOKE_IMAGES, checkpoints, folders, plots, resume, runs
 SAME = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
 EPOCHS = 3
 STEPS = 3  # an epoch of the tiny data's 96 images in batches of 32
-# The tiny data is no MNIST: the check cell takes it for a smoke run only.
-SETTINGS = dict(EPOCHS=EPOCHS, BATCH_SIZE=32, SMOKE=True)
+# The tiny data is no MNIST: the check cell takes it for a smoke run only. One mode for every run
+# compared: "auto" measures anew in each, and may choose another (test_speed: a resumed run keeps
+# the mode it chose).
+SETTINGS = dict(EPOCHS=EPOCHS, BATCH_SIZE=32, SMOKE=True, COMPILE=False, PRECISION="fp32")
 
 
 @pytest.fixture

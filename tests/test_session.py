@@ -25,6 +25,7 @@ def settings(tiny_root, tmp_path):
         EPOCHS=EPOCHS,
         BATCH_SIZE=32,
         SMOKE=True,
+        COMPILE=False,  # compiling costs seconds, and is not what is tested here (test_speed)
     )
 
 

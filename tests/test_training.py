@@ -52,8 +52,9 @@ def test_compiled_training_resumes_exactly_and_saves_the_plain_weights(tiny_root
         EPOCHS=3,
         BATCH_SIZE=32,  # 3 steps an epoch on the tiny data's 96 images
         SMOKE=True,  # the tiny data is no MNIST: the check cell takes it for a smoke run only
+        PRECISION="fp32",  # the same in every run ("auto" measures, and may choose bf16)
     )
-    eager = run_cells(TRAINING_CELLS, **settings)["run"]
+    eager = run_cells(TRAINING_CELLS, **settings, COMPILE=False)["run"]
     compiled = run_cells(TRAINING_CELLS, **settings, COMPILE=True)["run"]
     # The same arithmetic in other kernels: the same first epoch, up to rounding (later ones drift
     # apart: a few steps at this learning rate on 96 images amplify any difference).

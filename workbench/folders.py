@@ -40,10 +40,12 @@ def create(
     device: str | torch.device,
     continued_from: str | os.PathLike | None,
     resume_state: dict[str, Any],
+    speed: dict[str, Any],
 ) -> Path:
     """Create a new run folder under `output_dir` with its resume.pt and params.json; its path.
 
-    `continued_from` is the run folder whose trained weights this run starts from, if any.
+    `continued_from` is the run folder whose trained weights this run starts from, if any;
+    `speed` how it trains (workbench.speed.choose).
     resume.pt goes first: a folder with a params.json can always be resumed.
     """
     now = datetime.now().astimezone()
@@ -64,6 +66,7 @@ def create(
         started=now.isoformat(timespec="microseconds"),
         parameters={k: str(v) if isinstance(v, os.PathLike) else v for k, v in params.items()},
         parameter_count=count_parameters(model),
+        speed=speed,
         continued_from=None if continued_from is None else Path(continued_from).name,
         torch=torch.__version__,
         device=str(device),

@@ -92,7 +92,8 @@ PARAMETER_RULES = {
     "DATA_DIR": (lambda v: v is None or _folder(v), "None or a folder path"),
     "OUTPUT_DIR": (_folder, "a folder path"),
     "NUM_WORKERS": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "COMPILE": (lambda v: isinstance(v, bool), "True or False"),
+    "COMPILE": (lambda v: isinstance(v, bool) or v == "auto", 'True, False or "auto"'),
+    "PRECISION": (lambda v: v in ("fp32", "bf16", "auto"), '"fp32", "bf16" or "auto"'),
     "SMOKE": (lambda v: isinstance(v, bool), "True or False"),
     "RESUME": (lambda v: v is None or _folder(v), "None or the folder of a run to go on with"),
     "TTA_SHIFT": (lambda v: _is_int(v) and 0 <= v <= 4, "pixels, an int in [0, 4]"),
@@ -234,15 +235,19 @@ def check_workers(params: dict[str, Any], device: str | torch.device = "cpu") ->
 
 
 def check_compiler(params: dict[str, Any], device: str | torch.device = "cpu") -> None:
-    """ValueError when COMPILE is on for the CPU and torch.compile's C++ compiler is missing."""
-    if not params["COMPILE"] or torch.device(device).type != "cpu":
+    """ValueError when COMPILE is True for the CPU and torch.compile's C++ compiler is missing.
+
+    (With COMPILE = "auto" a missing compiler only leaves compiling out: workbench.speed.)
+    """
+    if params["COMPILE"] is not True or torch.device(device).type != "cpu":
         return
     compiler = missing_cpu_compiler()
     if compiler:
         raise ValueError(
             f"COMPILE = True builds the training step's CPU code with {compiler}, which is not "
             "installed: install it (Debian and Ubuntu: apt-get install g++; macOS: "
-            "xcode-select --install), point $CXX at another C++ compiler, or set COMPILE = False."
+            "xcode-select --install), point $CXX at another C++ compiler, or set COMPILE = "
+            '"auto" (which then leaves compiling out) or False.'
         )
 
 

@@ -61,8 +61,19 @@ def check_params(info: Any, path: Path) -> None:
     for name, (is_ok, allowed) in parameters.PARAMETER_RULES.items():
         if not is_ok(recorded[name]):
             raise damaged(path, f"gives {name} = {recorded[name]!r}, but {name} is {allowed}")
+    _check_fields(info, {"speed": (_is_speed, "how the run trains (workbench.speed)")}, path,
+                  required=False)  # fmt: skip
     if not isinstance(info.get("resumed", []), list):
         raise damaged(path, f"gives resumed = {info['resumed']!r}, not a list")
+
+
+def _is_speed(value):
+    return (
+        isinstance(value, dict)
+        and value.get("precision") in ("fp32", "bf16")
+        and isinstance(value.get("compiled"), bool)
+        and isinstance(value.get("why"), str)
+    )
 
 
 def _is_run_id(value):

@@ -18,7 +18,7 @@ import torch
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
-from workbench import analysis, cells, checkpoints, folders, mnist, parameters, resume
+from workbench import analysis, cells, checkpoints, folders, mnist, parameters, resume, speed
 
 
 class Workbench:
@@ -56,17 +56,21 @@ class Workbench:
         training = resume.Training(model, optimizer, scheduler, ema_model)
         if params["RESUME"]:
             run_dir, history = resume.restore(params, training, train_loader)
+            # A resumed run trains in the mode it started in.
+            chosen = folders.read_params(run_dir).get("speed") or speed.choose(params, model)
             print(f"Resuming {run_dir} after epoch {len(history['test_acc'])}")
         else:
+            chosen = speed.choose(params, model)
             history = {key: [] for key in folders.METRIC_KEYS}
             last = self.last_run
             continued = last.dir if last and last.training.model is model else None
             initial = resume.state(training, history, params, train_loader)
             run_dir = folders.create(
-                params["OUTPUT_DIR"], params, model, self.device, continued, initial
+                params["OUTPUT_DIR"], params, model, self.device, continued, initial, chosen
             )
             print(f"Saving into {run_dir}")
-        self.last_run = Run(run_dir, params, training, train_loader, history, self.device)
+        print(speed.describe(chosen))
+        self.last_run = Run(run_dir, params, training, train_loader, history, self.device, chosen)
         return self.last_run
 
 
@@ -81,9 +85,13 @@ class Run:
         loader: DataLoader,
         history: dict[str, list[float]],
         device: torch.device,
+        chosen: dict[str, Any],
     ):
         self.dir, self.params, self.training = run_dir, params, training
         self.loader, self.device = loader, device
+        self.speed = chosen  # how this run trains, and why: params.json's "speed"
+        # The model as that mode runs it: the same weights, so training it trains the model.
+        self.step_model = speed.step_model(training.model, speed.mode_of(chosen))
         self._history = history
         self._analysis = None
 

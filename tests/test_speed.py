@@ -1,0 +1,125 @@
+"""workbench.speed: COMPILE and PRECISION, measured on the machine when "auto"."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import MNISTNet
+from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
+from workbench import folders, plots, speed
+
+TINY = ((4,), (4,), (4,), (4,))  # a network small enough to time in a blink
+
+
+@pytest.fixture
+def modes(params):
+    """The parameters with both choices "auto"."""
+    return {**params, "COMPILE": "auto", "PRECISION": "auto", "BATCH_SIZE": 8}
+
+
+def timed(monkeypatch, ms_by_mode):
+    """Make each mode's measured step take `ms_by_mode[name]` ms; return the modes measured."""
+    measured = []
+
+    def fake(model, mode, batch_size):
+        measured.append(mode.name)
+        if isinstance(ms_by_mode[mode.name], Exception):
+            raise ms_by_mode[mode.name]
+        return ms_by_mode[mode.name] / 1000
+
+    monkeypatch.setattr(speed, "step_seconds", fake)
+    monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: None)
+    return measured
+
+
+def test_auto_takes_the_fastest_mode_measured_and_records_every_time(modes, monkeypatch):
+    ms = {"fp32": 10.0, "bf16": 6.0, "fp32 compiled": 12.0, "bf16 compiled": 7.0}
+    measured = timed(monkeypatch, ms)
+    chosen = speed.choose(modes, MNISTNet(TINY))
+    assert sorted(measured) == sorted(ms)
+    assert (chosen["precision"], chosen["compiled"]) == ("bf16", False)
+    assert chosen["step_ms"] == pytest.approx(ms)
+    assert "fastest" in chosen["why"] and chosen["seconds"] >= 0
+    assert "bf16, not compiled" in speed.describe(chosen)
+
+
+def test_a_mode_within_the_margin_is_not_taken_over_the_simplest(modes, monkeypatch):
+    # 3% faster is within what the machine's noise can make of the same speed.
+    timed(monkeypatch, {"fp32": 10.0, "bf16": 9.7, "fp32 compiled": 10.2, "bf16 compiled": 9.8})
+    chosen = speed.choose(modes, MNISTNet(TINY))
+    assert (chosen["precision"], chosen["compiled"]) == ("fp32", False)
+    assert "no mode was 5% faster than fp32" in chosen["why"]
+
+
+def test_a_mode_that_cannot_run_is_left_out_and_named(modes, monkeypatch):
+    error = RuntimeError("no bfloat16 here")
+    timed(monkeypatch, {"fp32": 10.0, "bf16": error, "fp32 compiled": 8.0, "bf16 compiled": error})
+    chosen = speed.choose(modes, MNISTNet(TINY))
+    assert (chosen["precision"], chosen["compiled"]) == ("fp32", True)
+    assert chosen["failed"] == {name: "RuntimeError: no bfloat16 here" for name in
+                                ("bf16", "bf16 compiled")}  # fmt: skip
+    # The simplest mode is how the run trains when nothing else can: its error is the run's.
+    timed(monkeypatch, {"fp32": error, "bf16": 5.0, "fp32 compiled": 5.0, "bf16 compiled": 5.0})
+    with pytest.raises(RuntimeError, match="no bfloat16 here"):
+        speed.choose(modes, MNISTNet(TINY))
+
+
+def test_modes_set_by_hand_are_taken_without_measuring(modes, monkeypatch):
+    measured = timed(monkeypatch, {})
+    chosen = speed.choose({**modes, "COMPILE": True, "PRECISION": "bf16"}, MNISTNet(TINY))
+    assert measured == []
+    assert (chosen["precision"], chosen["compiled"]) == ("bf16", True)
+    assert chosen["why"] == "as the parameters cell sets it"
+
+
+def test_auto_without_a_cxx_compiler_measures_the_uncompiled_modes_only(modes, monkeypatch):
+    measured = timed(monkeypatch, {"fp32": 10.0, "bf16": 4.0})
+    monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: "no-such-c++")
+    chosen = speed.choose(modes, MNISTNet(TINY))
+    assert measured == ["fp32", "bf16"] and chosen["precision"] == "bf16"
+    assert "not compiled: no-such-c++" in chosen["why"]
+
+
+def test_measuring_leaves_the_model_and_the_random_generators_as_they_were(modes):
+    torch.manual_seed(3)
+    model = MNISTNet(TINY, dropout=0.5).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    chosen = speed.choose({**modes, "COMPILE": False}, model)
+    assert set(chosen["step_ms"]) == {"fp32", "bf16"}
+    assert all(ms > 0 for ms in chosen["step_ms"].values())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_bf16_step_model_trains_the_float32_weights_it_shares(modes):
+    torch.manual_seed(0)
+    model = MNISTNet(TINY).train()
+    stepped = speed.step_model(model, speed.Mode("bf16"))
+    output = stepped(torch.randn(8, 1, 28, 28))
+    # Log-probabilities in float32, as the loss and the accuracy count expect.
+    assert output.dtype == torch.float32
+    assert torch.allclose(output.exp().sum(dim=1), torch.ones(8), atol=1e-5)
+    F.nll_loss(output, torch.zeros(8, dtype=torch.long)).backward()
+    assert all(p.dtype == p.grad.dtype == torch.float32 for p in model.parameters())
+    assert stepped.state_dict().keys() == {f"module.{k}" for k in model.state_dict()}
+
+
+def test_a_resumed_run_trains_in_the_mode_it_chose_when_it_started(
+    tiny_root, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(plots, "plot_samples", lambda images, labels: None)
+    settings = dict(DATA_DIR=str(tiny_root), OUTPUT_DIR=str(tmp_path), EPOCHS=2, BATCH_SIZE=32,
+                    SMOKE=True, COMPILE=False, PRECISION="auto")  # fmt: skip
+    timed(monkeypatch, {"fp32": 10.0, "bf16": 5.0})
+    namespace = run_cells(TRAINING_CELLS[:-1], **settings)
+    train_until_ctrl_c(namespace, 5)  # in epoch 2
+    run_dir = namespace["run"].dir
+    assert folders.read_params(run_dir)["speed"]["precision"] == "bf16"
+    timed(monkeypatch, {"fp32": 5.0, "bf16": 10.0})  # measured now, fp32 would win
+    namespace.update(RESUME=str(run_dir))
+    run_cells(["training"], namespace)
+    resumed = namespace["run"]
+    assert resumed.epochs_done == 2 and resumed.speed["precision"] == "bf16"
+    assert isinstance(resumed.step_model, speed.Autocast)

@@ -1,0 +1,155 @@
+"""How this machine trains fastest: the parameters cell's COMPILE and PRECISION, measured.
+
+COMPILE (True, False or "auto") says whether torch.compile builds the training step, PRECISION
+("fp32", "bf16" or "auto") whether its layers run in bfloat16 under autocast (the weights, their
+average and the test pass stay float32). An "auto" is decided on the machine at hand: `choose` times
+a few training steps of a copy of the model in every mode the two allow, on random images of the
+run's batch size, and takes the fastest. A mode must beat the simplest one allowed (fp32,
+uncompiled) by MARGIN to be taken, so noise never picks a mode that is not faster. What it
+measured, chose and why goes into params.json ("speed"), with the seconds it took, so a resumed run
+trains as it started. The copy trains, never the model: the model, its optimiser and every random
+generator are as they were. Importing this module does nothing.
+"""
+
+import copy
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.parameters import missing_cpu_compiler
+
+# A mode is taken over the simplest one only when its step is at least this share faster.
+MARGIN = 0.05
+WARMUP_STEPS = 3  # untimed: the first steps allocate, and a compiled mode compiles
+TIMED_STEPS = 10
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How the training step runs: its layers' precision, and whether it is compiled."""
+
+    precision: str = "fp32"
+    compiled: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.precision + (" compiled" if self.compiled else "")
+
+
+class Autocast(nn.Module):
+    """`module` with its forward pass under bfloat16 autocast: convolutions and the linear layer
+    run in bfloat16, the weights stay float32 (and so do their gradients)."""
+
+    def __init__(self, module: nn.Module, device_type: str):
+        super().__init__()
+        self.module = module
+        self.device_type = device_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.module(x)
+
+
+def step_model(model: nn.Module, mode: Mode) -> nn.Module:
+    """`model` as `mode` runs it; it shares the model's weights, so training it trains the model."""
+    device_type = next(model.parameters()).device.type
+    stepped = Autocast(model, device_type) if mode.precision == "bf16" else model
+    # Static shapes: the last, smaller batch of an epoch gets code of its own, instead of one
+    # slower dynamic-shape version for every batch.
+    return torch.compile(stepped, dynamic=False) if mode.compiled else stepped
+
+
+def allowed(params: dict[str, Any], device: torch.device) -> tuple[list[Mode], str]:
+    """The modes COMPILE and PRECISION allow, the simplest first; and what left any out."""
+    precisions = ["fp32", "bf16"] if params["PRECISION"] == "auto" else [params["PRECISION"]]
+    compiles = [False, True] if params["COMPILE"] == "auto" else [params["COMPILE"]]
+    note = ""
+    if params["COMPILE"] == "auto" and device.type == "cpu" and missing_cpu_compiler():
+        compiles = [False]
+        note = f"not compiled: {missing_cpu_compiler()} (torch.compile's C++ compiler) is missing"
+    return [Mode(p, c) for c in compiles for p in precisions], note
+
+
+def step_seconds(model: nn.Module, mode: Mode, batch_size: int) -> float:
+    """The median time of a training step of a copy of `model` in `mode`, after a warm-up."""
+    trained = copy.deepcopy(model).train()
+    stepped = step_model(trained, mode)
+    optimizer = torch.optim.SGD(trained.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, 1, 28, 28, generator=generator).to(device)
+    labels = torch.randint(0, 10, (batch_size,), generator=generator).to(device)
+    times = []
+    for step in range(WARMUP_STEPS + TIMED_STEPS):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        F.nll_loss(stepped(images), labels).backward()
+        optimizer.step()
+        if device.type != "cpu":  # wait for the accelerator's queue
+            torch.accelerator.synchronize()
+        if step >= WARMUP_STEPS:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def choose(params: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """params.json's "speed" record: the mode to train in, what was measured and why it won.
+
+    With no "auto" there is nothing to measure: the mode is the parameters cell's. Otherwise a
+    mode other than the simplest that fails to run (no bfloat16 on this device, a compiler
+    error) is left out, with the error kept in "failed".
+    """
+    device = next(model.parameters()).device
+    modes, note = allowed(params, device)
+    if len(modes) == 1:
+        return record(modes[0], "as the parameters cell sets it" + (f"; {note}" if note else ""))
+    start = time.perf_counter()
+    step_ms, failed = {}, {}
+    # Dropout in the copies draws from the generators the run draws from: put them back after.
+    cpu_only = device.type == "cpu"
+    with torch.random.fork_rng(devices=[] if cpu_only else None, device_type=device.type):
+        for i, mode in enumerate(modes):
+            try:
+                step_ms[mode.name] = 1000 * step_seconds(model, mode, params["BATCH_SIZE"])
+            except Exception as err:  # noqa: BLE001 - a mode that cannot run is not a choice
+                if i == 0:
+                    raise
+                failed[mode.name] = f"{type(err).__name__}: {err}"[:300]
+    simplest = modes[0]
+    best = min((m for m in modes if m.name in step_ms), key=lambda m: step_ms[m.name])
+    if step_ms[best.name] > (1 - MARGIN) * step_ms[simplest.name]:
+        best = simplest
+    why = (
+        f"fastest measured: {step_ms[best.name]:.1f} ms a step"
+        if best != simplest
+        else f"no mode was {MARGIN:.0%} faster than {simplest.name}"
+    )
+    return record(
+        best,
+        why + (f"; {note}" if note else ""),
+        step_ms=step_ms,
+        failed=failed,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def record(mode: Mode, why: str, **measured: Any) -> dict[str, Any]:
+    return dict(**asdict(mode), why=why, **measured)
+
+
+def mode_of(speed: dict[str, Any]) -> Mode:
+    """The Mode a params.json "speed" record chose."""
+    return Mode(speed["precision"], speed["compiled"])
+
+
+def describe(speed: dict[str, Any]) -> str:
+    """One line for the training cell: the mode chosen and why."""
+    mode = mode_of(speed)
+    how = f"{mode.precision}, {'compiled' if mode.compiled else 'not compiled'}"
+    measured = ", ".join(f"{name} {ms:.1f} ms" for name, ms in speed.get("step_ms", {}).items())
+    return f"Training in {how} ({speed['why']}" + (f"; {measured})" if measured else ")")
