@@ -36,19 +36,16 @@ class BatchRandomAffine(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-
-        def uniform(*size):
-            return torch.rand(*size, device=x.device) * 2 - 1
-
-        angle = uniform(n) * math.radians(self.degrees)
-        zoom = 1 + uniform(n) * self.scale
+        # One draw in [-1, 1) per image for each of: angle, zoom, horizontal and vertical shift.
+        # (One tensor op each, not one per image: this runs for every training batch.)
+        angle, zoom, dx, dy = (torch.rand(4, n, device=x.device) * 2 - 1).unbind()
+        angle = angle * math.radians(self.degrees)
+        zoom = 1 + zoom * self.scale
         # affine_grid maps output to input coordinates in [-1, 1]: one image width is 2 units,
         # and dividing by the zoom enlarges the digit.
-        offset = uniform(n, 2) * (2 * self.shift)
         cos, sin = angle.cos() / zoom, angle.sin() / zoom
-        theta = torch.stack(
-            [torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1
-        )
+        shift = 2 * self.shift
+        theta = torch.stack([cos, -sin, dx * shift, sin, cos, dy * shift], 1).view(n, 2, 3)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
 

@@ -1,18 +1,23 @@
-"""Run S5.ipynb with its defaults and train two well-known baselines on real MNIST, one after the
-other on this machine, and record speed and accuracy.
+"""The whole benchmark in one run on this machine: how close the notebook's epoch comes to the
+machine's bare training steps, how fast and accurate it is against two well-known baselines, and
+the parameter budgets.
 
-    python -m benchmarks.benchmark            # the full run behind the README table
+    python -m benchmarks.benchmark            # the full run behind the README and the docs (~1 h)
     python -m benchmarks.benchmark --quick    # 1 seed, 2 epochs, baselines on 12,000 images
 
-"ours" is the notebook itself, executed with papermill once per seed; its numbers are read from the
-metrics.json it saves. The baselines (benchmarks/baselines.py) are re-implemented from their
-published descriptions: the "S5 template" this project descends from, and pytorch/examples' mnist.
-Writes a JSON file (every run's record, a summary, and where, when and with what it ran) and a PNG
-of test accuracy against wall time.
+In this order, alone on the machine: the roofline (benchmarks/roofline.py: the bare training step
+of each setting's network in every mode, fp32 and bf16, compiled or not); S5.ipynb executed with
+papermill once per seed with its defaults and with each budget setting (benchmarks/budgets.py),
+COMPILE and PRECISION left "auto"; the baselines (benchmarks/baselines.py): the "S5 template" this
+project descends from and pytorch/examples' mnist, re-implemented from their published
+descriptions. The notebook's numbers are its own, read from the run folders it saves. Every ratio
+in the summary compares figures of this one run, on one CPU: the file records which, and the run
+refuses to write it when the CPU it ends on is not the one it started on. Writes a JSON file (every
+run's record, the summary, the targets met, and where, when and with what it ran), a PNG of test
+accuracy against wall time, and with the full run benchmarks/budgets.json.
 """
 
 import argparse
-import json
 import statistics
 import warnings
 from pathlib import Path
@@ -20,11 +25,11 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 
-from benchmarks import baselines, common
+from benchmarks import baselines, budgets, common, roofline, targets
 from utils import resolve_data_dir
 from workbench.files import save_json
 from workbench.mnist import prepare
-from workbench.provenance import REPO, machine_load, provenance
+from workbench.provenance import REPO, cpu_identity, machine_load, provenance
 
 TARGET_ACC = 99.0  # the "time to 99.0%" threshold
 HIGH_ACC = 99.5  # the "time to 99.5%" threshold
@@ -33,7 +38,9 @@ IDLE_SHARE = (
 )
 
 
+RESULTS = REPO / "benchmarks" / "results.json"
 MODELS = ("ours", *baselines.SETUPS)
+ALL = ("default", *budgets.SETTINGS)  # the notebook settings: its defaults and each budget
 
 
 def median_time_to(mine, target):
@@ -191,13 +198,19 @@ def main():
         help="train the baselines on the first N images only (default: all 60,000)",
     )
     parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="notebook runs with SMOKE = True (256 images a split): checks it runs, on any data",
+        "--only",
+        choices=ALL,
+        nargs="+",
+        default=list(ALL),
+        help="the notebook settings to run (default: all; the baselines always run)",
     )
     parser.add_argument(
-        "--out", default=str(REPO / "benchmarks" / "results.json"), help="JSON file to write"
+        "--smoke",
+        action="store_true",
+        help="notebook runs with SMOKE = True (256 images a split) and a short uncompiled "
+        "roofline: checks that it runs, on any data",
     )
+    parser.add_argument("--out", default=str(RESULTS), help="JSON file to write")
     args = parser.parse_args()
     matplotlib.use("Agg")  # the plot is only saved
 
@@ -213,9 +226,22 @@ def main():
     if args.smoke:
         parameters["SMOKE"] = True
 
-    result = dict(provenance=provenance(), quick=args.quick, notebook_parameters_changed=parameters)
-    check_idle("ours")
-    records = [common.run_notebook("ours", parameters, seed, data_dir) for seed in seeds]
+    found, cpu = provenance(), cpu_identity()
+    result = dict(provenance=found, quick=args.quick, notebook_parameters_changed=parameters)
+    check_idle("roofline")
+    short = args.quick or args.smoke
+    result["roofline"] = roofline.measure(
+        steps=5 if short else 60, matmul_s=0.2 if short else 3.0, compile_too=not args.smoke
+    )
+    records = []
+    if "default" in args.only:
+        check_idle("ours")
+        records += [common.run_notebook("ours", parameters, seed, data_dir) for seed in seeds]
+    budget_names = [name for name in budgets.SETTINGS if name in args.only]
+    if budget_names:
+        check_idle("budget")
+        budget_records = budgets.run_settings(budget_names, seeds, data_dir, parameters)
+        records += budget_records
     check_idle("pytorch_examples")
     records.append(
         baselines.train_run(
@@ -231,17 +257,45 @@ def main():
     records.append(
         baselines.train_run("s5_template", data_dir, train_images, template_epochs, seeds[0])
     )
+    if cpu_identity() != cpu:
+        raise SystemExit(
+            f"The CPU changed during the run ({cpu} -> {cpu_identity()}): its "
+            "figures are of two machines, so nothing was written. Run the benchmark again."
+        )
     result["runs"] = records
     result["summary"] = summarize(records)
+    result["budgets"] = budgets.summary_of(budget_records) if budget_names else {}
+    result["speed"] = targets.speed_summary(records, result["roofline"])
+    result["targets"] = targets.check(result["summary"], result["budgets"], result["speed"])
     out = Path(args.out)
-    if out.exists():  # benchmarks/roofline.py keeps its measurement in the same file
-        result |= {k: v for k, v in json.loads(out.read_text()).items() if k == "roofline"}
     save_json(result, out)
+    full = not short and args.epochs is None and set(args.only) == set(ALL)
+    if full and args.seeds == common.SEEDS and out == RESULTS:  # docs/budgets.md's table
+        save_json(budgets.as_file(budget_records, found), budgets.RESULTS)
     plot(records, out.with_suffix(".png"))
+    report(result)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def report(result):
+    """Print the tables, the ratios and the targets, and warn when the machine was not idle."""
+    print(roofline.markdown_table(result["roofline"]))
     print(markdown_table(result["summary"]))
+    if result["budgets"]:
+        print(budgets.markdown_table(result["budgets"]))
     for key, value in result["summary"].items():
         if "speedup" in key:
             print(f"{key}: {value:.1f}x")
+    for setting, figures in result["speed"].items():
+        print(
+            f"{setting}: notebook epoch {figures['notebook_epoch_s']:.2f} s, "
+            f"{figures['ratio_to_fastest']:.2f}x the fastest bare steps "
+            f"({figures['fastest_bare_mode']}, {figures['fastest_bare_epoch_s']:.2f} s); "
+            f"chosen {figures['modes_chosen']}"
+        )
+    for name, target in result["targets"].items():
+        state = "met" if target["met"] else "MISSED"
+        print(f"{state:6} {name}: {target['value']:.3f} (target {target['target']})")
     busy = {
         name: s["max_busy_share_at_start"]
         for name, s in result["summary"].items()
@@ -252,7 +306,6 @@ def main():
             f"NOT IDLE: CPU share used by others as runs started {busy}; "
             "do not quote the times above."
         )
-    print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,19 @@
 """How close the training step comes to what this machine can compute: a roofline, measured.
 
-    python -m benchmarks.roofline            # measure; print the table; keep it in results.json
+    python -m benchmarks.roofline --compile  # measure; print the table; keep it in outputs/
     python -m benchmarks.roofline --quick    # a few steps of each, to check that it runs
 
 Measures, with the thread count the notebook uses: the GFLOP/s of a large fp32 and bf16 matrix
 multiply (the machine's practical ceiling for each precision), and for each model setting (the
 default and the two parameter budgets) the arithmetic of one training step of BATCH_SIZE images
 (forward and backward, counted by torch.utils.flop_counter) and the GFLOP/s a bare training step
-(forward, loss, backward, SGD step) achieves in each precision, compiled or not. The result goes
-under "roofline" in benchmarks/results.json, with the CPU's identity; docs/results.md explains it.
+(forward, loss, backward, SGD step) achieves in each precision, compiled or not.
+benchmarks.benchmark measures it in the same run as the notebook (its "roofline" in results.json,
+with the CPU's identity); alone, this script keeps it in outputs/roofline.json. docs/results.md
+explains it.
 """
 
 import argparse
-import json
 import statistics
 import time
 from contextlib import nullcontext
@@ -29,7 +30,7 @@ from model import MNISTNet
 from workbench.files import save_json
 from workbench.provenance import REPO, cpu_identity, provenance
 
-RESULTS = REPO / "benchmarks" / "results.json"
+OUT = REPO / "outputs" / "roofline.json"
 QUICK_OUT = REPO / "outputs" / "roofline-quick.json"  # a check that it runs, never a result
 BATCH_SIZE = 128  # the notebook's
 STEPS_PER_EPOCH = -(-common.FULL_EPOCH // BATCH_SIZE)
@@ -179,7 +180,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few steps, to check that it runs")
     parser.add_argument(
-        "--out", help="the JSON file to keep it in (default: results.json; --quick: outputs/)"
+        "--out", help="the JSON file to keep it in (default: outputs/roofline.json)"
     )
     parser.add_argument("--compile", action="store_true", help="also each precision compiled")
     args = parser.parse_args()
@@ -189,9 +190,8 @@ def main():
     )
     roofline["provenance"] = found
     roofline["quick"] = args.quick
-    out = Path(args.out or (QUICK_OUT if args.quick else RESULTS))
-    results = json.loads(out.read_text()) if out.exists() else {}
-    save_json({**results, "roofline": roofline}, out)
+    out = Path(args.out or (QUICK_OUT if args.quick else OUT))
+    save_json({"roofline": roofline}, out)
     print(markdown_table(roofline))
 
 

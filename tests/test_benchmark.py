@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from benchmarks import benchmark, budgets, common
+from benchmarks import benchmark, budgets, common, targets
 from conftest import REPO
 from model import MNISTNet, count_parameters, receptive_field
 from workbench import folders, parameters
@@ -79,14 +79,32 @@ def test_a_tiny_run_records_every_epoch_of_all_three(
             "--examples-epochs",
             "1",
             "--smoke",
+            "--only",
+            "default",
+            "8k",
             "--out",
             str(out),
         ],
     )
+    budgets_before = budgets.RESULTS.read_bytes()
     benchmark.main()
+    assert budgets.RESULTS.read_bytes() == budgets_before  # the docs' record is the full run's
     result = json.loads(out.read_text())
     epochs = {r["label"]: r["metrics"]["epochs_done"] for r in result["runs"]}
-    assert epochs == {"ours": 2, "pytorch_examples": 1, "s5_template": 2}
+    assert epochs == {"ours": 2, "8k": 2, "pytorch_examples": 1, "s5_template": 2}
+    # Each notebook setting against its network's bare steps, measured in the same run.
+    assert set(result["speed"]) == {"default", "< 8k"}
+    for setting, figures in result["speed"].items():
+        modes = result["roofline"]["models"][setting]["modes"]
+        assert figures["fastest_bare_epoch_s"] == min(m["epoch_of_steps_s"] for m in modes.values())
+        assert figures["ratio_to_fastest"] == pytest.approx(
+            figures["notebook_epoch_s"] / figures["fastest_bare_epoch_s"]
+        )
+        assert sum(figures["modes_chosen"].values()) == 1  # one seed
+    assert result["budgets"]["8k"]["seeds"] == [5]
+    assert {"default: notebook epoch / fastest bare-step epoch", "8k: final_acc_median"} <= set(
+        result["targets"]
+    )
     [ours] = [r for r in result["runs"] if r["label"] == "ours"]
     # "ours" is the notebook: its own params.json comes back with the seed and epochs asked for.
     assert ours["parameters"]["SEED"] == 5 and ours["parameters"]["EPOCHS"] == 2
@@ -166,3 +184,20 @@ def test_the_roofline_counts_the_backward_pass_and_tables_every_mode(
         )
     table = roofline.markdown_table(found)
     assert "< 8k, bf16" in table and "2048x2048 matrix multiply, fp32" in table
+
+
+def test_targets_compare_each_ratio_and_accuracy_with_its_threshold():
+    summary = {"ours": {"final_acc_median": 99.66, "tta_acc_median": 99.64}}
+    budget_summary = {"8k": {"final_acc_median": 99.52, "lowest_of_last_3_epochs": 99.39}}
+    speed = {"default": {"ratio_to_fastest": 1.08}, "< 8k": {"ratio_to_fastest": 1.11}}
+    found = targets.check(summary, budget_summary, speed)
+    met = {name: target["met"] for name, target in found.items()}
+    assert met == {
+        "default: notebook epoch / fastest bare-step epoch": True,
+        "< 8k: notebook epoch / fastest bare-step epoch": False,
+        "ours: final_acc_median": True,
+        "ours: tta_acc_median": False,
+        "8k: final_acc_median": True,
+        "8k: lowest_of_last_3_epochs": False,
+    }
+    assert found["8k: lowest_of_last_3_epochs"]["value"] == 99.39

@@ -24,7 +24,10 @@ def smoke_parameters(data_dir, output_dir, epochs=2, **extra):
     values = dict(
         DATA_DIR=str(data_dir), OUTPUT_DIR=str(output_dir), EPOCHS=epochs, BATCH_SIZE=32, SMOKE=True
     )
-    return {**values, **extra}
+    # One mode for every run these tests compare ("auto" measures anew in each run, and may
+    # choose another), and uncompiled: compiled code would trace the forward hooks that inject
+    # faults below. test_browser runs the notebook with its defaults, "auto" both.
+    return {**values, "COMPILE": False, "PRECISION": "fp32", **extra}
 
 
 def run_notebook(tmp_path, parameters):

@@ -12,6 +12,7 @@ generator are as they were. Importing this module does nothing.
 """
 
 import copy
+import logging
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -59,9 +60,35 @@ def step_model(model: nn.Module, mode: Mode) -> nn.Module:
     """`model` as `mode` runs it; it shares the model's weights, so training it trains the model."""
     device_type = next(model.parameters()).device.type
     stepped = Autocast(model, device_type) if mode.precision == "bf16" else model
+    if not mode.compiled:
+        return stepped
+    import_cpp_extension_quietly()
     # Static shapes: the last, smaller batch of an epoch gets code of its own, instead of one
     # slower dynamic-shape version for every batch.
-    return torch.compile(stepped, dynamic=False) if mode.compiled else stepped
+    return torch.compile(stepped, dynamic=False)
+
+
+def import_cpp_extension_quietly() -> None:
+    """Import torch.utils.cpp_extension, as TorchInductor does to build CPU kernels, without the
+    warning a CUDA build of PyTorch gives on a machine with no GPU: true, and nothing to act on."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        logger.setLevel(level)
+
+
+def unhooked_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` without the hooks registered on it (to look at activations, to stop a
+    test at a chosen step): timing a step must not run them."""
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        for hooks in (module._forward_pre_hooks, module._forward_hooks, module._backward_hooks,
+                      module._backward_pre_hooks):  # fmt: skip
+            hooks.clear()
+    return copied
 
 
 def allowed(params: dict[str, Any], device: torch.device) -> tuple[list[Mode], str]:
@@ -77,7 +104,7 @@ def allowed(params: dict[str, Any], device: torch.device) -> tuple[list[Mode], s
 
 def step_seconds(model: nn.Module, mode: Mode, batch_size: int) -> float:
     """The median time of a training step of a copy of `model` in `mode`, after a warm-up."""
-    trained = copy.deepcopy(model).train()
+    trained = unhooked_copy(model).train()
     stepped = step_model(trained, mode)
     optimizer = torch.optim.SGD(trained.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
     device = next(model.parameters()).device

@@ -2,10 +2,10 @@
 
     MNIST_DATA_DIR=../shared/data python -m benchmarks.checks.epoch_breakdown
 
-Times, in this order: building the batches alone (indexing, augmentation), a bare training step on
-batches already built, the weight average's update and the per-step isfinite and .item() calls
-(each on its own), then the notebook's own train() for one epoch and test() once. Run it on an
-idle machine.
+Times, in the mode COMPILE and PRECISION "auto" choose on this machine, in this order: building
+the batches alone (indexing, augmentation), a bare training step on batches already built, the
+weight average's update and the per-step isfinite and .item() calls (each on its own), then the
+notebook's own train() for one epoch and test() once. Run it on an idle machine.
 """
 
 import tempfile
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import run_cells
-from workbench import plots
+from workbench import plots, speed
 
 
 def seconds_per_call(call, args_list, repeats=5):
@@ -42,6 +42,9 @@ def main():
             OUTPUT_DIR=out,
         )
     loader, model = ns["train_loader"], ns["model"].train()
+    # Every part as the notebook runs it: in the mode COMPILE and PRECISION choose here.
+    chosen = speed.choose(ns["bench"].params, model)
+    stepped = speed.step_model(model, speed.mode_of(chosen))
     steps = len(loader)
     start = time.perf_counter()
     for _ in loader:
@@ -54,7 +57,7 @@ def main():
 
     def bare(images, labels):  # train()'s step without its checks, average and counts
         optimizer.zero_grad(set_to_none=True)
-        output = model(images)
+        output = stepped(images)
         loss = (1 - smoothing) * F.nll_loss(output, labels) - smoothing * output.mean()
         loss.backward()
         optimizer.step()
@@ -79,12 +82,12 @@ def main():
         pct_start=ns["WARMUP"],
     )
     start = time.perf_counter()
-    ns["train"](model, ema_model, ns["device"], loader, optimizer, scheduler, 1)
+    ns["train"](stepped, ema_model, ns["device"], loader, optimizer, scheduler, 1)
     train_s = time.perf_counter() - start
     start = time.perf_counter()
     ns["test"](ema_model, ns["device"], ns["test_loader"])
     test_s = time.perf_counter() - start
-    print(f"{steps} steps an epoch, {torch.get_num_threads()} threads")
+    print(f"{steps} steps an epoch, {torch.get_num_threads()} threads; {speed.describe(chosen)}")
     print(
         f"building the batches:      {build:5.2f} s an epoch ({1000 * build / steps:.2f} ms a step)"
     )

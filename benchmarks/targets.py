@@ -1,0 +1,79 @@
+"""The targets the benchmark checks: the notebook's epoch against the machine's bare training
+steps, and the accuracy each setting must keep.
+
+Every figure compared comes from one run of benchmarks.benchmark on one machine.
+"""
+
+import statistics
+
+from benchmarks import budgets, common
+
+# The notebook settings measured: run label and the roofline's name of its network.
+NOTEBOOK_SETTINGS = {"ours": "default", **{name: f"< {name}" for name in budgets.SETTINGS}}
+# The notebook's training epoch may take at most this many times the fastest bare-step epoch.
+EPOCH_RATIO_TARGET = 1.10
+# Accuracy each setting must keep (%): its 5-seed medians, and the lowest of the last 3 epochs.
+ACCURACY_TARGETS = {
+    "ours": dict(final_acc_median=99.65, tta_acc_median=99.65),
+    "20k": dict(final_acc_median=99.55),
+    "8k": dict(final_acc_median=99.50, lowest_of_last_3_epochs=99.40),
+}
+
+
+def mode_name(speed):
+    return speed["precision"] + (" compiled" if speed["compiled"] else "")
+
+
+def speed_summary(records, found_roofline):
+    """Per notebook setting: its training epoch against the bare steps of its network.
+
+    The notebook's epoch is the median `train_time_s` over every epoch of every seed (a compiled
+    run's first epoch, which compiles, is one of 15 or 16); the bare-step epoch is the roofline's,
+    in the fastest mode measured and in the mode "auto" chose.
+    """
+    result = {}
+    for label, setting in NOTEBOOK_SETTINGS.items():
+        mine = [r for r in records if r["label"] == label]
+        if not mine:
+            continue
+        modes = found_roofline["models"][setting]["modes"]
+        fastest = min(modes, key=lambda mode: modes[mode]["epoch_of_steps_s"])
+        chosen = [mode_name(r["speed"]) for r in mine]
+        most_chosen = max(set(chosen), key=chosen.count)
+        epoch = common.median_epoch_train_s(mine)
+        bare = modes[fastest]["epoch_of_steps_s"]
+        result[setting] = dict(
+            notebook_epoch_s=epoch,
+            fastest_bare_mode=fastest,
+            fastest_bare_epoch_s=bare,
+            ratio_to_fastest=epoch / bare,
+            modes_chosen={mode: chosen.count(mode) for mode in sorted(set(chosen))},
+            # None when the roofline did not measure that mode (--smoke measures none compiled).
+            ratio_to_mode_chosen=epoch / modes[most_chosen]["epoch_of_steps_s"]
+            if most_chosen in modes
+            else None,
+            choosing_s_median=statistics.median(r["speed"].get("seconds", 0.0) for r in mine),
+            first_epoch_s_median=statistics.median(
+                common.history(r)["train_time_s"][0] for r in mine
+            ),
+        )
+    return result
+
+
+def check(summary, budget_summary, speed):
+    """Each target of the issue: {name: {value, target, met}}."""
+    found = {}
+    for setting, figures in speed.items():
+        found[f"{setting}: notebook epoch / fastest bare-step epoch"] = dict(
+            value=figures["ratio_to_fastest"],
+            target=f"<= {EPOCH_RATIO_TARGET}",
+            met=figures["ratio_to_fastest"] <= EPOCH_RATIO_TARGET,
+        )
+    sources = {"ours": summary.get("ours"), **budget_summary}
+    for label, wanted in ACCURACY_TARGETS.items():
+        if sources.get(label) is None:
+            continue
+        for key, least in wanted.items():
+            value = sources[label][key]
+            found[f"{label}: {key}"] = dict(value=value, target=f">= {least}", met=value >= least)
+    return found
