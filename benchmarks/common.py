@@ -122,8 +122,9 @@ def final_acc(run: dict[str, Any]) -> float:
 
 
 def wall_times(run: dict[str, Any]) -> list[float]:
-    """Seconds from the start of training to the end of each epoch's test pass."""
-    total, walls = 0.0, []
+    """Seconds from the start of training to the end of each epoch's test pass, counting the
+    seconds COMPILE and PRECISION "auto" took to measure before training started."""
+    total, walls = (run.get("speed") or {}).get("seconds", 0.0), []
     for seconds in history(run)["epoch_time_s"]:
         total += seconds
         walls.append(total)

@@ -28,6 +28,9 @@ def fake_record(label, accuracies, seconds_per_epoch=10.0):
 def test_time_to_is_the_wall_time_of_the_first_epoch_at_the_target():
     assert common.time_to(fake_record("ours", [98.5, 99.0, 98.9, 99.3]), 99.0) == 20.0
     assert common.time_to(fake_record("ours", [98.5, 98.9]), 99.0) is None
+    # The seconds "auto" spent measuring before training count too.
+    measured = {**fake_record("ours", [98.5, 99.0]), "speed": {"seconds": 4.5}}
+    assert common.time_to(measured, 99.0) == 24.5
 
 
 def test_spread_and_markdown_table():
