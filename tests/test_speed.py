@@ -14,7 +14,7 @@ TINY = ((4,), (4,), (4,), (4,))  # a network small enough to time in a blink
 @pytest.fixture
 def modes(params):
     """The parameters with both choices "auto"."""
-    return {**params, "COMPILE": "auto", "PRECISION": "auto", "BATCH_SIZE": 8}
+    return {**params, "COMPILE": "auto", "PRECISION": "auto"}
 
 
 def timed(monkeypatch, ms_by_mode):
@@ -35,7 +35,7 @@ def timed(monkeypatch, ms_by_mode):
 def test_auto_takes_the_fastest_mode_measured_and_records_every_time(modes, monkeypatch):
     ms = {"fp32": 10.0, "bf16": 6.0, "fp32 compiled": 12.0, "bf16 compiled": 7.0}
     measured = timed(monkeypatch, ms)
-    chosen = speed.choose(modes, MNISTNet(TINY))
+    chosen = speed.choose(modes, MNISTNet(TINY), 8)
     assert sorted(measured) == sorted(ms)
     assert (chosen["precision"], chosen["compiled"]) == ("bf16", False)
     assert chosen["step_ms"] == pytest.approx(ms)
@@ -46,7 +46,7 @@ def test_auto_takes_the_fastest_mode_measured_and_records_every_time(modes, monk
 def test_a_mode_within_the_margin_is_not_taken_over_the_simplest(modes, monkeypatch):
     # 3% faster is within what the machine's noise can make of the same speed.
     timed(monkeypatch, {"fp32": 10.0, "bf16": 9.7, "fp32 compiled": 10.2, "bf16 compiled": 9.8})
-    chosen = speed.choose(modes, MNISTNet(TINY))
+    chosen = speed.choose(modes, MNISTNet(TINY), 8)
     assert (chosen["precision"], chosen["compiled"]) == ("fp32", False)
     assert "no mode was 5% faster than fp32" in chosen["why"]
 
@@ -54,19 +54,19 @@ def test_a_mode_within_the_margin_is_not_taken_over_the_simplest(modes, monkeypa
 def test_a_mode_that_cannot_run_is_left_out_and_named(modes, monkeypatch):
     error = RuntimeError("no bfloat16 here")
     timed(monkeypatch, {"fp32": 10.0, "bf16": error, "fp32 compiled": 8.0, "bf16 compiled": error})
-    chosen = speed.choose(modes, MNISTNet(TINY))
+    chosen = speed.choose(modes, MNISTNet(TINY), 8)
     assert (chosen["precision"], chosen["compiled"]) == ("fp32", True)
     assert chosen["failed"] == {name: "RuntimeError: no bfloat16 here" for name in
                                 ("bf16", "bf16 compiled")}  # fmt: skip
     # The simplest mode is how the run trains when nothing else can: its error is the run's.
     timed(monkeypatch, {"fp32": error, "bf16": 5.0, "fp32 compiled": 5.0, "bf16 compiled": 5.0})
     with pytest.raises(RuntimeError, match="no bfloat16 here"):
-        speed.choose(modes, MNISTNet(TINY))
+        speed.choose(modes, MNISTNet(TINY), 8)
 
 
 def test_modes_set_by_hand_are_taken_without_measuring(modes, monkeypatch):
     measured = timed(monkeypatch, {})
-    chosen = speed.choose({**modes, "COMPILE": True, "PRECISION": "bf16"}, MNISTNet(TINY))
+    chosen = speed.choose({**modes, "COMPILE": True, "PRECISION": "bf16"}, MNISTNet(TINY), 8)
     assert measured == []
     assert (chosen["precision"], chosen["compiled"]) == ("bf16", True)
     assert chosen["why"] == "as the parameters cell sets it"
@@ -75,7 +75,7 @@ def test_modes_set_by_hand_are_taken_without_measuring(modes, monkeypatch):
 def test_auto_without_a_cxx_compiler_measures_the_uncompiled_modes_only(modes, monkeypatch):
     measured = timed(monkeypatch, {"fp32": 10.0, "bf16": 4.0})
     monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: "no-such-c++")
-    chosen = speed.choose(modes, MNISTNet(TINY))
+    chosen = speed.choose(modes, MNISTNet(TINY), 8)
     assert measured == ["fp32", "bf16"] and chosen["precision"] == "bf16"
     assert "not compiled: no-such-c++" in chosen["why"]
 
@@ -87,7 +87,7 @@ def test_measuring_leaves_the_model_and_the_random_generators_as_they_were(modes
     rng = torch.get_rng_state()
     calls = []
     model.register_forward_hook(lambda module, inputs, output: calls.append(module))
-    chosen = speed.choose({**modes, "COMPILE": False}, model)
+    chosen = speed.choose({**modes, "COMPILE": False}, model, 8)
     assert calls == []  # a hook on the model is the user's: the copies timed run without it
     assert set(chosen["step_ms"]) == {"fp32", "bf16"}
     assert all(ms > 0 for ms in chosen["step_ms"].values())

@@ -54,13 +54,14 @@ class Workbench:
         params = self.params = self.check()
         cells.check_built(params, model, train_loader, test_loader, seeded=self.seed)
         training = resume.Training(model, optimizer, scheduler, ema_model)
+        batch = min(params["BATCH_SIZE"], len(train_loader.dataset))  # a training step's images
         if params["RESUME"]:
             run_dir, history = resume.restore(params, training, train_loader)
             # A resumed run trains in the mode it started in.
-            chosen = folders.read_params(run_dir).get("speed") or speed.choose(params, model)
+            chosen = folders.read_params(run_dir).get("speed") or speed.choose(params, model, batch)
             print(f"Resuming {run_dir} after epoch {len(history['test_acc'])}")
         else:
-            chosen = speed.choose(params, model)
+            chosen = speed.choose(params, model, batch)
             history = {key: [] for key in folders.METRIC_KEYS}
             last = self.last_run
             continued = last.dir if last and last.training.model is model else None

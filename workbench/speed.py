@@ -96,9 +96,10 @@ def allowed(params: dict[str, Any], device: torch.device) -> tuple[list[Mode], s
     precisions = ["fp32", "bf16"] if params["PRECISION"] == "auto" else [params["PRECISION"]]
     compiles = [False, True] if params["COMPILE"] == "auto" else [params["COMPILE"]]
     note = ""
-    if params["COMPILE"] == "auto" and device.type == "cpu" and missing_cpu_compiler():
+    compiler = missing_cpu_compiler() if device.type == "cpu" else None
+    if params["COMPILE"] == "auto" and compiler:
         compiles = [False]
-        note = f"not compiled: {missing_cpu_compiler()} (torch.compile's C++ compiler) is missing"
+        note = f"not compiled: {compiler} (torch.compile's C++ compiler) is missing"
     return [Mode(p, c) for c in compiles for p in precisions], note
 
 
@@ -124,12 +125,13 @@ def step_seconds(model: nn.Module, mode: Mode, batch_size: int) -> float:
     return statistics.median(times)
 
 
-def choose(params: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+def choose(params: dict[str, Any], model: nn.Module, batch_size: int) -> dict[str, Any]:
     """params.json's "speed" record: the mode to train in, what was measured and why it won.
 
-    With no "auto" there is nothing to measure: the mode is the parameters cell's. Otherwise a
-    mode other than the simplest that fails to run (no bfloat16 on this device, a compiler
-    error) is left out, with the error kept in "failed".
+    Steps are timed on `batch_size` images: the run's, BATCH_SIZE or the whole (smoke) training
+    set when that is smaller. With no "auto" there is nothing to measure: the mode is the
+    parameters cell's. Otherwise a mode other than the simplest that fails to run (no bfloat16 on
+    this device, a compiler error) is left out, with the error kept in "failed".
     """
     device = next(model.parameters()).device
     modes, note = allowed(params, device)
@@ -142,8 +144,8 @@ def choose(params: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     with torch.random.fork_rng(devices=[] if cpu_only else None, device_type=device.type):
         for i, mode in enumerate(modes):
             try:
-                step_ms[mode.name] = 1000 * step_seconds(model, mode, params["BATCH_SIZE"])
-            except Exception as err:  # noqa: BLE001 - a mode that cannot run is not a choice
+                step_ms[mode.name] = 1000 * step_seconds(model, mode, batch_size)
+            except Exception as err:  # a mode that cannot run here is no choice
                 if i == 0:
                     raise
                 failed[mode.name] = f"{type(err).__name__}: {err}"[:300]
