@@ -286,13 +286,7 @@ def report(result):
     for key, value in result["summary"].items():
         if "speedup" in key:
             print(f"{key}: {value:.1f}x")
-    for setting, figures in result["speed"].items():
-        print(
-            f"{setting}: notebook epoch {figures['notebook_epoch_s']:.2f} s, "
-            f"{figures['ratio_to_fastest']:.2f}x the fastest bare steps "
-            f"({figures['fastest_bare_mode']}, {figures['fastest_bare_epoch_s']:.2f} s); "
-            f"chosen {figures['modes_chosen']}"
-        )
+    print(targets.markdown_table(result["speed"]))
     for name, target in result["targets"].items():
         state = "met" if target["met"] else "MISSED"
         print(f"{state:6} {name}: {target['value']:.3f} (target {target['target']})")

@@ -77,3 +77,29 @@ def check(summary, budget_summary, speed):
             value = sources[label][key]
             found[f"{label}: {key}"] = dict(value=value, target=f">= {least}", met=value >= least)
     return found
+
+
+def markdown_table(speed):
+    """Each setting's notebook epoch against the bare steps of its network (docs/results.md)."""
+    rows = [
+        [
+            setting,
+            ", ".join(f"{mode} ({n})" for mode, n in figures["modes_chosen"].items()),
+            f"{figures['notebook_epoch_s']:.2f}",
+            f"{figures['fastest_bare_mode']}, {figures['fastest_bare_epoch_s']:.2f}",
+            f"{figures['ratio_to_fastest']:.2f}x",
+            "-"
+            if figures["ratio_to_mode_chosen"] is None
+            else f"{figures['ratio_to_mode_chosen']:.2f}x",
+        ]
+        for setting, figures in speed.items()
+    ]
+    header = [
+        "network",
+        '"auto" chose (seeds)',
+        "notebook epoch (s, median)",
+        "fastest bare steps: mode, epoch (s)",
+        "notebook / fastest",
+        "notebook / bare steps in the mode chosen",
+    ]
+    return common.markdown_table(header, rows, "llrlrr")

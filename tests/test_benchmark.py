@@ -204,3 +204,19 @@ def test_targets_compare_each_ratio_and_accuracy_with_its_threshold():
         "8k: lowest_of_last_3_epochs": False,
     }
     assert found["8k: lowest_of_last_3_epochs"]["value"] == 99.39
+
+
+def test_the_recorded_benchmark_is_one_run_and_the_docs_show_its_ratios():
+    recorded = json.loads((REPO / "benchmarks" / "results.json").read_text())
+    # Every figure from the runs and the roofline of that one file, on the CPU it names.
+    assert recorded["roofline"]["cpu"]["model_name"] == recorded["provenance"]["cpu"]
+    assert recorded["speed"] == targets.speed_summary(recorded["runs"], recorded["roofline"])
+    assert set(recorded["speed"]) == {"default", "< 20k", "< 8k"}
+    assert recorded["budgets"] == budgets.summary_of(
+        [r for r in recorded["runs"] if r["label"] in budgets.SETTINGS]
+    )
+    found = targets.check(recorded["summary"], recorded["budgets"], recorded["speed"])
+    assert found == recorded["targets"]
+    docs = (REPO / "docs" / "results.md").read_text()
+    for row in targets.markdown_table(recorded["speed"]).splitlines()[2:]:
+        assert row in docs, "docs/results.md's table is not the one results.json gives"

@@ -7,7 +7,7 @@ compares saved runs from any notebook; `analysis` and `plots` draw the figures. 
 - session: Workbench and Run;         cells: what the cells hand each other, checked;
 - parameters: the parameters cell's checks;   mnist: the MNIST files, checked before reading;
 - folders: a run folder's files;      schema: what its JSON files must hold;
-- resume: what a stopped run needs to go on exactly;
+- resume: what a stopped run needs to go on exactly;   speed: COMPILE and PRECISION, measured;
 - runs, comparison: saved runs found, loaded and compared;
 - checkpoints, files: weights files loaded safely, files written whole;
 - analysis, plots: predictions and figures;   provenance: the machine and code behind a figure.

@@ -3,10 +3,11 @@
 `Workbench(globals(), device)` checks every parameter, RESUME and the MNIST files before anything
 runs, and keeps the notebook's namespace, so later cells are checked against the values as they
 are then. `bench.start_run(...)` checks again, compares the loaders and the model with the
-parameters, and gives a `Run`: a new run folder, or RESUME's run put back as it stopped. The run
-saves every epoch (`run.save_epoch`), turns Ctrl-C into a stop that keeps what finished
-(`with run:`), and hands the cells after training its history and analysis, refusing until there
-is one. Importing this module does nothing.
+parameters, and gives a `Run`: a new run folder, or RESUME's run put back as it stopped, with the
+model as COMPILE and PRECISION run it (`run.step_model`, workbench.speed). The run saves every
+epoch (`run.save_epoch`), turns Ctrl-C into a stop that keeps what finished (`with run:`), and
+hands the cells after training its history and analysis, refusing until there is one. Importing
+this module does nothing.
 """
 
 import copy
