@@ -7,6 +7,7 @@ Every figure compared comes from one run of benchmarks.benchmark on one machine.
 import statistics
 
 from benchmarks import budgets, common
+from workbench.speed import mode_of
 
 # The notebook settings measured: run label and the roofline's name of its network.
 NOTEBOOK_SETTINGS = {"ours": "default", **{name: f"< {name}" for name in budgets.SETTINGS}}
@@ -18,10 +19,6 @@ ACCURACY_TARGETS = {
     "20k": dict(final_acc_median=99.55),
     "8k": dict(final_acc_median=99.50, lowest_of_last_3_epochs=99.40),
 }
-
-
-def mode_name(speed):
-    return speed["precision"] + (" compiled" if speed["compiled"] else "")
 
 
 def speed_summary(records, found_roofline):
@@ -38,7 +35,7 @@ def speed_summary(records, found_roofline):
             continue
         modes = found_roofline["models"][setting]["modes"]
         fastest = min(modes, key=lambda mode: modes[mode]["epoch_of_steps_s"])
-        chosen = [mode_name(r["speed"]) for r in mine]
+        chosen = [mode_of(r["speed"]).name for r in mine]
         most_chosen = max(set(chosen), key=chosen.count)
         epoch = common.median_epoch_train_s(mine)
         bare = modes[fastest]["epoch_of_steps_s"]

@@ -111,6 +111,11 @@ DAMAGE = [
         "params.json", lambda p: p["parameters"].update(DROPOUT=1.5), "gives DROPOUT = 1.5",
         id="DROPOUT-out-of-range",
     ),
+    pytest.param("params.json", lambda p: p.pop("speed"), "lacks speed", id="no-speed"),
+    pytest.param(
+        "params.json", lambda p: p["speed"].update(precision="fp16"), "gives speed = ",
+        id="speed-unknown-precision",
+    ),
     pytest.param(
         "params.json", lambda p: p["parameters"].pop("DROPOUT"), "records no DROPOUT",
         id="DROPOUT-missing",

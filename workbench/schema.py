@@ -52,6 +52,7 @@ def check_params(info: Any, path: Path) -> None:
         "parameter_count": (lambda v: _is_count(v, 1), "a positive int"),
         "continued_from": (lambda v: v is None or isinstance(v, str), "null or a run's name"),
         "run_id": (_is_run_id, "a run id (16 hex digits)"),
+        "speed": (_is_speed, "how the run trains (workbench.speed)"),
     }
     _check_fields(info, checks, path)
     recorded = info["parameters"]
@@ -61,8 +62,6 @@ def check_params(info: Any, path: Path) -> None:
     for name, (is_ok, allowed) in parameters.PARAMETER_RULES.items():
         if not is_ok(recorded[name]):
             raise damaged(path, f"gives {name} = {recorded[name]!r}, but {name} is {allowed}")
-    _check_fields(info, {"speed": (_is_speed, "how the run trains (workbench.speed)")}, path,
-                  required=False)  # fmt: skip
     if not isinstance(info.get("resumed", []), list):
         raise damaged(path, f"gives resumed = {info['resumed']!r}, not a list")
 

@@ -58,8 +58,7 @@ class Workbench:
         batch = min(params["BATCH_SIZE"], len(train_loader.dataset))  # a training step's images
         if params["RESUME"]:
             run_dir, history = resume.restore(params, training, train_loader)
-            # A resumed run trains in the mode it started in.
-            chosen = folders.read_params(run_dir).get("speed") or speed.choose(params, model, batch)
+            chosen = folders.read_params(run_dir)["speed"]  # the mode the run started in
             print(f"Resuming {run_dir} after epoch {len(history['test_acc'])}")
         else:
             chosen = speed.choose(params, model, batch)
