@@ -18,18 +18,18 @@ def modes(params):
 
 
 def timed(monkeypatch, ms_by_mode):
-    """Make each mode's measured step take `ms_by_mode[name]` ms; return the modes measured."""
-    measured = []
+    """Make each mode's steps take `ms_by_mode[name]` ms; return the modes warmed up, in order."""
+    warmed = []
 
     def fake(model, mode, batch_size):
-        measured.append(mode.name)
+        warmed.append(mode.name)
         if isinstance(ms_by_mode[mode.name], Exception):
             raise ms_by_mode[mode.name]
-        return ms_by_mode[mode.name] / 1000
+        return lambda: ms_by_mode[mode.name] / 1000
 
-    monkeypatch.setattr(speed, "step_seconds", fake)
+    monkeypatch.setattr(speed, "warmed_step", fake)
     monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: None)
-    return measured
+    return warmed
 
 
 def test_auto_takes_the_fastest_mode_measured_and_records_every_time(modes, monkeypatch):
@@ -49,6 +49,28 @@ def test_a_mode_within_the_margin_is_not_taken_over_the_simplest(modes, monkeypa
     chosen = speed.choose(modes, MNISTNet(TINY), 8)
     assert (chosen["precision"], chosen["compiled"]) == ("fp32", False)
     assert "no mode was 5% faster than fp32" in chosen["why"]
+
+
+def test_modes_take_turns_so_a_slow_stretch_falls_on_every_mode(modes, monkeypatch):
+    # The machine runs 5x slower for its first 10 steps, then at its speed: timed one mode after
+    # the other, fp32 (timed first) would read 50 ms and lose to a mode no faster than it.
+    ms = {"fp32": 10.0, "bf16": 9.8, "fp32 compiled": 10.1, "bf16 compiled": 9.9}
+    calls = []
+
+    def fake(model, mode, batch_size):
+        def step():
+            calls.append(mode.name)
+            return ms[mode.name] / 1000 * (5 if len(calls) <= 10 else 1)
+
+        return step
+
+    monkeypatch.setattr(speed, "warmed_step", fake)
+    monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: None)
+    chosen = speed.choose(modes, MNISTNet(TINY), 8)
+    assert calls[:4] == ["fp32", "fp32", "bf16", "bf16"]
+    assert len(calls) == 4 * speed.TIMED_STEPS
+    assert chosen["step_ms"] == pytest.approx(ms)
+    assert (chosen["precision"], chosen["compiled"]) == ("fp32", False)
 
 
 def test_a_mode_that_cannot_run_is_left_out_and_named(modes, monkeypatch):

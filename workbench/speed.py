@@ -15,6 +15,7 @@ import copy
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,8 +27,9 @@ from workbench.parameters import missing_cpu_compiler
 
 # A mode is taken over the simplest one only when its step is at least this share faster.
 MARGIN = 0.05
-WARMUP_STEPS = 3  # untimed: the first steps allocate, and a compiled mode compiles
-TIMED_STEPS = 10
+WARMUP_STEPS = 5  # untimed: the first steps allocate, and a compiled mode compiles
+TIMED_STEPS = 10  # a mode's timed steps, taken in ROUNDS turns with the other modes'
+ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,9 @@ def allowed(params: dict[str, Any], device: torch.device) -> tuple[list[Mode], s
     return [Mode(p, c) for c in compiles for p in precisions], note
 
 
-def step_seconds(model: nn.Module, mode: Mode, batch_size: int) -> float:
-    """The median time of a training step of a copy of `model` in `mode`, after a warm-up."""
+def warmed_step(model: nn.Module, mode: Mode, batch_size: int) -> Callable[[], float]:
+    """A training step of a copy of `model` in `mode`, run WARMUP_STEPS times already; calling it
+    runs one more and returns the seconds it took."""
     trained = unhooked_copy(model).train()
     stepped = step_model(trained, mode)
     optimizer = torch.optim.SGD(trained.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
@@ -112,17 +115,19 @@ def step_seconds(model: nn.Module, mode: Mode, batch_size: int) -> float:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, 1, 28, 28, generator=generator).to(device)
     labels = torch.randint(0, 10, (batch_size,), generator=generator).to(device)
-    times = []
-    for step in range(WARMUP_STEPS + TIMED_STEPS):
+
+    def step() -> float:
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         F.nll_loss(stepped(images), labels).backward()
         optimizer.step()
         if device.type != "cpu":  # wait for the accelerator's queue
             torch.accelerator.synchronize()
-        if step >= WARMUP_STEPS:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return time.perf_counter() - start
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    return step
 
 
 def choose(params: dict[str, Any], model: nn.Module, batch_size: int) -> dict[str, Any]:
@@ -131,26 +136,33 @@ def choose(params: dict[str, Any], model: nn.Module, batch_size: int) -> dict[st
     Steps are timed on `batch_size` images: the run's, BATCH_SIZE or the whole (smoke) training
     set when that is smaller. With no "auto" there is nothing to measure: the mode is the
     parameters cell's. Otherwise a mode other than the simplest that fails to run (no bfloat16 on
-    this device, a compiler error) is left out, with the error kept in "failed".
+    this device, a compiler error) is left out, with the error kept in "failed". The modes' timed
+    steps take turns, ROUNDS times, so a stretch of the machine running slow or fast falls on
+    every mode alike; each mode's time is the median of its steps.
     """
     device = next(model.parameters()).device
     modes, note = allowed(params, device)
     if len(modes) == 1:
         return record(modes[0], "as the parameters cell sets it" + (f"; {note}" if note else ""))
     start = time.perf_counter()
-    step_ms, failed = {}, {}
+    steps, failed = {}, {}
     # Dropout in the copies draws from the generators the run draws from: put them back after.
     cpu_only = device.type == "cpu"
     with torch.random.fork_rng(devices=[] if cpu_only else None, device_type=device.type):
         for i, mode in enumerate(modes):
             try:
-                step_ms[mode.name] = 1000 * step_seconds(model, mode, batch_size)
+                steps[mode] = warmed_step(model, mode, batch_size)
             except Exception as err:  # a mode that cannot run here is no choice
                 if i == 0:
                     raise
                 failed[mode.name] = f"{type(err).__name__}: {err}"[:300]
+        seconds = {mode: [] for mode in steps}
+        for _ in range(ROUNDS):
+            for mode, step in steps.items():
+                seconds[mode] += [step() for _ in range(TIMED_STEPS // ROUNDS)]
+    step_ms = {mode.name: 1000 * statistics.median(times) for mode, times in seconds.items()}
     simplest = modes[0]
-    best = min((m for m in modes if m.name in step_ms), key=lambda m: step_ms[m.name])
+    best = min(steps, key=lambda m: step_ms[m.name])
     if step_ms[best.name] > (1 - MARGIN) * step_ms[simplest.name]:
         best = simplest
     why = (
