@@ -35,22 +35,34 @@ class BatchRandomAffine(torch.nn.Module):
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
+        n, _, height, width = x.shape
         # One draw in [-1, 1) per image for each of: angle, zoom, horizontal and vertical shift.
         # (One tensor op each, not one per image: this runs for every training batch.)
-        angle, zoom, dx, dy = (torch.rand(4, n, device=x.device) * 2 - 1).unbind()
+        angle, zoom, dx, dy = (torch.rand(4, n, 1, 1, 1, device=x.device) * 2 - 1).unbind()
         angle = angle * math.radians(self.degrees)
         zoom = 1 + zoom * self.scale
-        # affine_grid maps output to input coordinates in [-1, 1]: one image width is 2 units,
-        # and dividing by the zoom enlarges the digit.
+        # Where each output pixel reads the input, in grid_sample's (x, y) coordinates: -1 and 1
+        # are the image's outer edges, so one image width is 2 units. Each pixel centre is rotated,
+        # scaled (dividing by the zoom enlarges the digit) and shifted: what F.affine_grid computes,
+        # here as one broadcast sum instead of a batched matrix product over a grid built per image.
+        # (n, 2, 1, 1) coefficients of a pixel's x and y for its new x (first) and y (second):
         cos, sin = angle.cos() / zoom, angle.sin() / zoom
-        shift = 2 * self.shift
-        theta = torch.stack([cos, -sin, dx * shift, sin, cos, dy * shift], 1).view(n, 2, 3)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        of_x, of_y = torch.cat([cos, sin], dim=1), torch.cat([-sin, cos], dim=1)
+        across = pixel_centres(width, x).view(1, 1, 1, width)
+        down = pixel_centres(height, x).view(1, 1, height, 1)
+        shift = torch.cat([dx, dy], dim=1) * (2 * self.shift)
+        grid = (of_x * across + shift) + of_y * down  # (n, 2, height, width)
+        grid = grid.permute(0, 2, 3, 1)  # the (n, height, width, 2) grid_sample reads, as a view
         return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
 
     def extra_repr(self):
         return f"degrees={self.degrees}, shift={self.shift}, scale={self.scale}"
+
+
+def pixel_centres(size: int, like: torch.Tensor) -> torch.Tensor:
+    """The centres of `size` pixels in a row, in [-1, 1] coordinates whose ends are the row's
+    outer edges (grid_sample's align_corners=False)."""
+    return (torch.arange(size, dtype=like.dtype, device=like.device) * 2 + 1) / size - 1
 
 
 def train_transform(
@@ -89,10 +101,11 @@ class MNISTBatches(Dataset):
 
     def __getitems__(self, indices):
         index = torch.as_tensor(indices, device=self.images.device)
-        x = self.images[index].unsqueeze(1).float().div_(255)
+        # index_select gathers whole images at once (indexing with [] goes pixel by pixel).
+        x = self.images.index_select(0, index).unsqueeze(1).float().div_(255)
         if self.transform is not None:
             x = self.transform(x)
-        return x, self.labels[index]
+        return x, self.labels.index_select(0, index)
 
 
 def keep_batch(batch):
