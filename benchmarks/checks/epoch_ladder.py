@@ -20,6 +20,7 @@ import utils
 from benchmarks import budgets, common
 from model import MNISTNet
 from workbench import speed
+from workbench.averaging import ExponentialAverage
 
 LEVELS = ("bare steps", "+ the loader's batches", "+ the weight average", "+ the rest of train()")
 
@@ -37,8 +38,7 @@ def main():
     chosen = speed.choose(params, model, params["BATCH_SIZE"])
     stepped = speed.step_model(model, speed.mode_of(chosen))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    average = torch.optim.swa_utils.get_ema_multi_avg_fn(params["EMA_DECAY"])
-    ema_model = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=average, use_buffers=True)
+    ema_model = ExponentialAverage(model, params["EMA_DECAY"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.01, total_steps=20 * len(loader))
     smoothing = params["LABEL_SMOOTHING"]
     one_batch = [next(iter(loader))] * len(loader)
