@@ -1,5 +1,6 @@
 """utils.py: the MNIST loaders, their transforms, the seed and the device; usable on its own."""
 
+import math
 import os
 import random
 import shutil
@@ -8,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import utils
 from conftest import REPO, TINY_TEST, TINY_TRAIN, make_tiny_mnist, read_only, snapshot
@@ -95,6 +97,23 @@ def test_max_samples_keeps_the_first_images_of_each_split(tiny_root):
 def test_affine_with_zero_range_is_identity():
     x = torch.rand(5, 1, 28, 28)
     torch.testing.assert_close(utils.BatchRandomAffine(degrees=0, shift=0, scale=0)(x), x)
+
+
+def test_the_affine_samples_where_affine_grid_says():
+    # BatchRandomAffine builds its sampling grid by hand, for speed; F.affine_grid, given the
+    # same rotation, zoom and shift, is the definition it must match (any image size).
+    x = torch.rand(6, 1, 20, 24)
+    augment = utils.BatchRandomAffine(degrees=30, shift=0.2, scale=0.2)
+    torch.manual_seed(0)
+    out = augment(x)
+    torch.manual_seed(0)
+    angle, zoom, dx, dy = torch.rand(4, 6) * 2 - 1
+    angle, zoom = angle * math.radians(30), 1 + zoom * 0.2
+    cos, sin = angle.cos() / zoom, angle.sin() / zoom
+    theta = torch.stack([cos, -sin, dx * 0.4, sin, cos, dy * 0.4], 1).view(6, 2, 3)
+    grid = F.affine_grid(theta, [6, 1, 20, 24], align_corners=False)
+    expected = F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
 def test_shift_moves_a_pixel_without_losing_it():
