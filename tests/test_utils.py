@@ -94,6 +94,24 @@ def test_max_samples_keeps_the_first_images_of_each_split(tiny_root):
         assert torch.equal(part.dataset.labels, whole.dataset.labels[:10])
 
 
+def test_a_chunked_loader_serves_the_samplers_batches_in_its_order():
+    # Image i is filled with the value i, so each served image says which one it is.
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1).expand(10, 28, 28).contiguous()
+    dataset = utils.MNISTBatches(images, torch.arange(10) * 7)
+    loader = utils.MNISTLoader(dataset, batch_size=3, shuffle=True, chunk=2,
+                               generator=torch.Generator().manual_seed(0),
+                               collate_fn=utils.keep_batch)  # fmt: skip
+    state = loader.generator.get_state()
+    expected = list(loader.batch_sampler)
+    loader.generator.set_state(state)
+    served = list(loader)
+    assert [len(labels) for _, labels in served] == [3, 3, 3, 1]  # the last one short
+    indices = [(x[:, 0, 0, 0] * 255).round().long().tolist() for x, _ in served]
+    assert indices == expected and sorted(sum(indices, [])) == list(range(10))
+    assert [(y // 7).tolist() for _, y in served] == expected  # each label with its image
+    assert len(loader) == 4 and loader.batch_size == 3
+
+
 def test_affine_with_zero_range_is_identity():
     x = torch.rand(5, 1, 28, 28)
     torch.testing.assert_close(utils.BatchRandomAffine(degrees=0, shift=0, scale=0)(x), x)
