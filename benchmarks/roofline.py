@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks import common
 from benchmarks.budgets import SETTINGS
 from model import MNISTNet
+from workbench import speed
 from workbench.files import save_json
 from workbench.provenance import REPO, cpu_identity, provenance
 
@@ -51,6 +52,8 @@ def model_settings() -> dict[str, dict[str, Any]]:
 # The modes tried for every model: each precision as it is, and with --compile also compiled.
 # (The model always runs channels-last: its forward() converts the input, so no layout is tried.)
 PRECISIONS = ("fp32", "bf16")
+# Each mode by its name, as the roofline and params.json's "speed" name it.
+MODES = {m.name: m for m in (speed.Mode(p, c) for c in (False, True) for p in PRECISIONS)}
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
@@ -66,16 +69,18 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> fl
     return 2 * n**3 / best / 1e9
 
 
-def make_step(model, precision):
-    """A bare training step: forward, negative log-likelihood, backward, Nesterov SGD."""
+def make_step(model, precision, forward=None):
+    """A bare training step: forward (through `forward`, the model's by default), negative
+    log-likelihood, backward, Nesterov SGD (fused, as the notebook's)."""
+    forward = model if forward is None else forward
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
+        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True
     )
 
     def step(images, labels):
         optimizer.zero_grad(set_to_none=True)
         with autocast(precision):
-            loss = F.nll_loss(model(images), labels)
+            loss = F.nll_loss(forward(images), labels)
         loss.backward()
         optimizer.step()
 
@@ -111,6 +116,26 @@ def step_seconds(config, precision, steps, compiled=False):
         step(images, labels)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def epoch_seconds(config: dict[str, Any], mode: str, steps: int = STEPS_PER_EPOCH) -> float:
+    """The time of a whole epoch of bare training steps in `mode` ("bf16 compiled", ...), each as
+    the notebook steps: the model as workbench.speed runs it, the loss, backward, Nesterov SGD.
+
+    A sum over every step, as the notebook's train_time_s is, not a median times the step count:
+    the steps a busy moment of the machine slows count in both alike.
+    """
+    torch.manual_seed(0)
+    model = MNISTNet(**config).train()
+    stepped = speed.step_model(model, MODES[mode])
+    step = make_step(model, "fp32", stepped)
+    images, labels = torch.randn(BATCH_SIZE, 1, 28, 28), torch.randint(0, 10, (BATCH_SIZE,))
+    for _ in range(5):  # warm-up (and compiling)
+        step(images, labels)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(images, labels)
+    return time.perf_counter() - start
 
 
 def measure(steps: int, matmul_s: float, compile_too: bool = False) -> dict[str, Any]:

@@ -37,7 +37,9 @@ def main():
     model = MNISTNet(params["CHANNELS"]).train()
     chosen = speed.choose(params, model, params["BATCH_SIZE"])
     stepped = speed.step_model(model, speed.mode_of(chosen))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, fused=True
+    )
     ema_model = ExponentialAverage(model, params["EMA_DECAY"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.01, total_steps=20 * len(loader))
     smoothing = params["LABEL_SMOOTHING"]
