@@ -30,6 +30,7 @@ from utils import resolve_data_dir
 from workbench.files import save_json
 from workbench.mnist import prepare
 from workbench.provenance import REPO, cpu_identity, machine_load, provenance
+from workbench.speed import mode_of
 
 TARGET_ACC = 99.0  # the "time to 99.0%" threshold
 HIGH_ACC = 99.5  # the "time to 99.5%" threshold
@@ -151,6 +152,22 @@ def plot(records, path):
     fig.savefig(path, dpi=110)
 
 
+def bare_epochs(record, found_roofline, steps):
+    """Time an epoch of bare training steps of a notebook run's network right after the run, in
+    the same minutes of the machine: in the mode the roofline found fastest and in the mode the
+    run chose. Kept in the record as `bare_epoch_s` ({mode: seconds}); `steps` fewer than an
+    epoch's are scaled up to one (--quick, --smoke)."""
+    setting = targets.NOTEBOOK_SETTINGS[record["label"]]
+    modes = found_roofline["models"][setting]["modes"]
+    fastest = min(modes, key=lambda mode: modes[mode]["epoch_of_steps_s"])
+    config = roofline.model_settings()[setting]
+    scale = roofline.STEPS_PER_EPOCH / steps
+    record["bare_epoch_s"] = {
+        mode: scale * roofline.epoch_seconds(config, mode, steps)
+        for mode in dict.fromkeys([fastest, mode_of(record["speed"]).name])
+    }
+
+
 def check_idle(name):
     """Warn when the machine was busy as `name`'s runs start: their times would be too slow."""
     busy = machine_load()["busy_share"]
@@ -234,13 +251,21 @@ def main():
         steps=5 if short else 60, matmul_s=0.2 if short else 3.0, compile_too=not args.smoke
     )
     records = []
+
+    def time_bare_epochs(record):
+        bare_epochs(record, result["roofline"], steps=20 if short else roofline.STEPS_PER_EPOCH)
+
     if "default" in args.only:
         check_idle("ours")
-        records += [common.run_notebook("ours", parameters, seed, data_dir) for seed in seeds]
+        for seed in seeds:
+            records.append(common.run_notebook("ours", parameters, seed, data_dir))
+            time_bare_epochs(records[-1])
     budget_names = [name for name in budgets.SETTINGS if name in args.only]
     if budget_names:
         check_idle("budget")
-        budget_records = budgets.run_settings(budget_names, seeds, data_dir, parameters)
+        budget_records = budgets.run_settings(
+            budget_names, seeds, data_dir, parameters, then=time_bare_epochs
+        )
         records += budget_records
     check_idle("pytorch_examples")
     records.append(

@@ -33,14 +33,19 @@ SETTINGS = {
 }
 
 
-def run_settings(names, seeds, data_dir, extra=None):
-    """Run the notebook with each setting of `names` on every seed; their records."""
+def run_settings(names, seeds, data_dir, extra=None, then=None):
+    """Run the notebook with each setting of `names` on every seed; their records.
+
+    `then(record)`, when given, runs after each run, before the next starts.
+    """
     records = []
     for name in names:
         for seed in seeds:
             record = common.run_notebook(
                 name, {**SETTINGS[name][1], **(extra or {})}, seed, data_dir
             )
+            if then:
+                then(record)
             records.append(record)
             print(f"{name} seed {seed}: {common.history(record)['test_acc'][-3:]}", flush=True)
     return records
