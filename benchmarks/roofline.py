@@ -209,6 +209,7 @@ def main():
     )
     parser.add_argument("--compile", action="store_true", help="also each precision compiled")
     args = parser.parse_args()
+    speed.keep_freed_memory()  # as the notebook's training cell does
     found = provenance()
     roofline = measure(
         steps=5 if args.quick else 60, matmul_s=0.2 if args.quick else 3.0, compile_too=args.compile

@@ -56,6 +56,7 @@ class Workbench:
         cells.check_built(params, model, train_loader, test_loader, seeded=self.seed)
         training = resume.Training(model, optimizer, scheduler, ema_model)
         batch = min(params["BATCH_SIZE"], len(train_loader.dataset))  # a training step's images
+        speed.keep_freed_memory()  # before anything is timed: steps reuse their memory
         if params["RESUME"]:
             run_dir, history = resume.restore(params, training, train_loader)
             chosen = folders.read_params(run_dir)["speed"]  # the mode the run started in

@@ -37,6 +37,7 @@ from benchmarks import budgets
 from benchmarks.common import run_cells
 from workbench import plots, speed
 plots.plot_samples = lambda images, labels: None
+speed.keep_freed_memory()  # as the training cell does
 values = budgets.SETTINGS[SETTING][1] if SETTING in budgets.SETTINGS else {}
 ns = run_cells(["imports", "parameters", "checks", "data", "model", "optimiser", "train-test"],
                OUTPUT_DIR=OUTPUT_DIR, **values)
@@ -74,7 +75,8 @@ with open(RESULT, "w") as file:
 
 def in_kernel(tmp: Path, setting: str) -> dict:
     notebook = nbformat.v4.new_notebook()
-    parameters = nbformat.v4.new_code_cell("OUTPUT_DIR = RESULT = ROUNDS = STEPS = SETTING = None")
+    names = ("OUTPUT_DIR", "RESULT", "ROUNDS", "STEPS", "SETTING")
+    parameters = nbformat.v4.new_code_cell("".join(f"{name} = None\n" for name in names))
     parameters.metadata["tags"] = ["parameters"]  # papermill sets them after this cell
     notebook.cells = [parameters, nbformat.v4.new_code_cell(MEASURE)]
     notebook.metadata["kernelspec"] = {"name": "python3", "language": "python"}

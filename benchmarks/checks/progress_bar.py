@@ -59,7 +59,7 @@ with open(RESULT, "w") as file:
 def main():
     with tempfile.TemporaryDirectory(prefix="progress-bar-") as tmp:
         notebook = nbformat.v4.new_notebook()
-        parameters = nbformat.v4.new_code_cell("OUTPUT_DIR = RESULT = ROUNDS = None")
+        parameters = nbformat.v4.new_code_cell("OUTPUT_DIR = None\nRESULT = None\nROUNDS = None")
         parameters.metadata["tags"] = ["parameters"]  # papermill sets them after this cell
         notebook.cells = [parameters, nbformat.v4.new_code_cell(MEASURE)]
         notebook.metadata["kernelspec"] = {"name": "python3", "language": "python"}

@@ -1,0 +1,95 @@
+"""What each speed-up of the training loop is worth, in whole epochs of the notebook's train().
+
+    MNIST_DATA_DIR=../shared/data python -m benchmarks.checks.loop_parts [default|20k|8k]
+
+Builds the notebook's data, model and train() in a plain process (the setting's parameters, seed
+1, in the mode COMPILE and PRECISION "auto" choose) and times whole epochs, taking turns, ROUNDS
+times: bare steps on one batch built beforehand; train() as the notebook has it; and train() with
+one speed-up undone at a time: the training batches built one by one (chunk 1) instead of 8 at a
+time, torch's AveragedModel update instead of ExponentialAverage's, SGD without fused=True. Prints
+the medians and writes every time to outputs/loop_parts-<setting>.json. Run it on an idle machine.
+"""
+
+import contextlib
+import io
+import json
+import statistics
+import sys
+import time
+
+import matplotlib
+import torch.nn.functional as F
+from torch import optim
+
+from benchmarks import budgets
+from benchmarks.common import run_cells
+from benchmarks.roofline import STEPS_PER_EPOCH
+from workbench import plots, speed
+from workbench.provenance import REPO, provenance
+
+ROUNDS = 3
+
+
+def main():
+    matplotlib.use("Agg")
+    setting = sys.argv[1] if len(sys.argv) > 1 else "default"
+    values = budgets.SETTINGS[setting][1] if setting in budgets.SETTINGS else {}
+    plots.plot_samples = lambda images, labels: None
+    speed.keep_freed_memory()  # as the training cell does
+    cells = ["imports", "parameters", "checks", "data", "model", "optimiser", "train-test"]
+    ns = run_cells(cells, OUTPUT_DIR=str(REPO / "outputs" / "loop-parts"), **values)
+    model, loader, device = ns["model"], ns["train_loader"], ns["device"]
+    chosen = speed.choose(ns["bench"].params, model, ns["BATCH_SIZE"])
+    stepped = speed.step_model(model, speed.mode_of(chosen))
+    optimizer, ema_model = ns["make_optimizer"](model)
+    unfused = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    averaged_model = optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=optim.swa_utils.get_ema_multi_avg_fn(ns["EMA_DECAY"]), use_buffers=True
+    )
+    schedules = {
+        id(o): optim.lr_scheduler.OneCycleLR(o, 0.01, total_steps=(ROUNDS * 5 + 1) * len(loader))
+        for o in (optimizer, unfused)
+    }
+    images, labels = next(iter(loader))
+
+    def bare():
+        for _ in range(STEPS_PER_EPOCH):
+            optimizer.zero_grad(set_to_none=True)
+            F.nll_loss(stepped(images), labels).backward()
+            optimizer.step()
+
+    def train(sgd=optimizer, average=ema_model, chunk=loader.chunk):
+        built_by = loader.chunk
+        loader.chunk = chunk
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
+                ns["train"](stepped, average, device, loader, sgd, schedules[id(sgd)], 1)
+        finally:
+            loader.chunk = built_by
+
+    variants = {
+        "bare steps": bare,
+        "train(), as the notebook's": train,
+        "  batches built one by one": lambda: train(chunk=1),
+        "  AveragedModel's update": lambda: train(average=averaged_model),
+        "  SGD not fused": lambda: train(sgd=unfused),
+    }
+    train()  # warm-up (and compiling)
+    times = {name: [] for name in variants}
+    for _ in range(ROUNDS):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    out = REPO / "outputs" / f"loop_parts-{setting}.json"
+    out.write_text(json.dumps(dict(setting=setting, mode=chosen, epoch_s=times,
+                                   provenance=provenance()), indent=1))  # fmt: skip
+    print(f"{setting}, {speed.describe(chosen)}")
+    for name, seconds in times.items():
+        print(f"{name:28} median {statistics.median(seconds):5.2f} s an epoch ("
+              + " ".join(f"{s:.2f}" for s in seconds) + ")")  # fmt: skip
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
