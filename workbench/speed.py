@@ -90,9 +90,9 @@ def keep_freed_memory() -> bool:
 
     On the CPU, PyTorch allocates every step's activations and gradients with malloc and frees
     them after the step. glibc maps large blocks afresh and returns freed memory at the top of its
-    heap, so every step faults its megabytes back in, page by page: 660,000 page faults and 10% of
-    an fp32 training epoch of the default network on a 2-core Xeon, 20,000 in bf16
-    (benchmarks/exploration.md), and more still when modes take turns, as `choose` times them.
+    heap, so every step faults its megabytes back in, page by page: 1.8 million page faults and a
+    fifth of an fp32 epoch of the default network on a 2-core Xeon, where bf16 had few to lose
+    (benchmarks/checks/page_faults.json), and more still when modes take turns, as in `choose`.
     With blocks up to 32 MiB kept on the heap and up to 1 GiB of free heap kept mapped, a step
     reuses the pages of the one before. It holds for the rest of the process (the kernel).
     """
