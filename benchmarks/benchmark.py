@@ -159,8 +159,7 @@ def bare_epochs(record, found_roofline, steps):
     run chose. Kept in the record as `bare_epoch_s` ({mode: seconds}); `steps` fewer than an
     epoch's are scaled up to one (--quick, --smoke)."""
     setting = targets.NOTEBOOK_SETTINGS[record["label"]]
-    modes = found_roofline["models"][setting]["modes"]
-    fastest = min(modes, key=lambda mode: modes[mode]["epoch_of_steps_s"])
+    fastest = roofline.fastest_mode(found_roofline, setting)
     config = roofline.model_settings()[setting]
     scale = roofline.STEPS_PER_EPOCH / steps
     record["bare_epoch_s"] = {

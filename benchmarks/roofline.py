@@ -176,6 +176,12 @@ def measure(steps: int, matmul_s: float, compile_too: bool = False) -> dict[str,
     )
 
 
+def fastest_mode(roofline: dict[str, Any], setting: str) -> str:
+    """The mode whose bare step the roofline measured fastest for `setting`'s network."""
+    modes = roofline["models"][setting]["modes"]
+    return min(modes, key=lambda mode: modes[mode]["epoch_of_steps_s"])
+
+
 def markdown_table(roofline: dict[str, Any]) -> str:
     """Each model's arithmetic and, per mode, its GFLOP/s, share of the multiply and epoch time."""
     peaks = roofline["matmul_gflops"]

@@ -6,7 +6,7 @@ Every figure compared comes from one run of benchmarks.benchmark on one machine.
 
 import statistics
 
-from benchmarks import budgets, common
+from benchmarks import budgets, common, roofline
 from workbench.speed import mode_of
 
 # The notebook settings measured: run label and the roofline's name of its network.
@@ -35,15 +35,14 @@ def speed_summary(records, found_roofline):
         mine = [r for r in records if r["label"] == label]
         if not mine:
             continue
-        modes = found_roofline["models"][setting]["modes"]
-        fastest = min(modes, key=lambda mode: modes[mode]["epoch_of_steps_s"])
+        fastest = roofline.fastest_mode(found_roofline, setting)
         chosen = [mode_of(r["speed"]).name for r in mine]
         epoch = common.median_epoch_train_s(mine)
         bare = statistics.median(r["bare_epoch_s"][fastest] for r in mine)
         bare_chosen = statistics.median(
             r["bare_epoch_s"][mode] for r, mode in zip(mine, chosen, strict=True)
         )
-        from_steps = modes[fastest]["epoch_of_steps_s"]
+        from_steps = found_roofline["models"][setting]["modes"][fastest]["epoch_of_steps_s"]
         result[setting] = dict(
             notebook_epoch_s=epoch,
             fastest_bare_mode=fastest,
