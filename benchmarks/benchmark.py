@@ -10,10 +10,11 @@ this project descends from and pytorch/examples' mnist, re-implemented from thei
 descriptions; the roofline (benchmarks/roofline.py: the bare training step of each setting's
 network in every mode, fp32 and bf16, compiled or not); S5.ipynb executed with papermill once per
 seed with its defaults and with each budget setting (benchmarks/budgets.py), COMPILE and PRECISION
-left "auto", each run followed by an epoch of bare steps of its network in the roofline's fastest
-mode and in the mode the run chose. The notebook's numbers are its own, read from the run folders
-it saves. Every ratio in the summary compares figures of this one run, on one CPU: the file records
-which, and the run refuses to write it when the CPU it ends on is not the one it started on.
+left "auto", each run between two epochs of bare steps of its network in the roofline's fastest
+mode (and one after it in the mode the run chose). The notebook's numbers are its own, read from
+the run folders it saves. Every ratio in the summary compares figures of this one run, on one CPU:
+the file records which, and the run refuses to write it when the CPU it ends on is not the one it
+started on.
 Writes a JSON file (every run's record, the summary, the targets met, and where, when and with what
 it ran), a PNG of test accuracy against wall time, and with the full run benchmarks/budgets.json.
 """
@@ -153,19 +154,30 @@ def plot(records, path):
     fig.savefig(path, dpi=110)
 
 
-def bare_epochs(record, found_roofline, steps):
-    """Time an epoch of bare training steps of a notebook run's network right after the run, in
-    the same minutes of the machine: in the mode the roofline found fastest and in the mode the
-    run chose. Kept in the record as `bare_epoch_s` ({mode: seconds}); `steps` fewer than an
-    epoch's are scaled up to one (--quick, --smoke)."""
-    setting = targets.NOTEBOOK_SETTINGS[record["label"]]
-    fastest = roofline.fastest_mode(found_roofline, setting)
-    config = roofline.model_settings()[setting]
-    scale = roofline.STEPS_PER_EPOCH / steps
-    record["bare_epoch_s"] = {
-        mode: scale * roofline.epoch_seconds(config, mode, steps)
-        for mode in dict.fromkeys([fastest, mode_of(record["speed"]).name])
-    }
+def bracketed(found_roofline, steps):
+    """common.run_notebook, with an epoch of bare training steps of the run's network timed right
+    before and right after each run, so that both stand in the same minutes of the machine (whose
+    speed drifts from one minute to the next): in the mode the roofline found fastest, before and
+    after, and after only in the mode the run chose, if another. The record keeps them as
+    `bare_epoch_s_around` ({mode: [before, after]}) and `bare_epoch_s` ({mode: their mean}).
+    `steps` fewer than an epoch's are scaled up to one (--quick, --smoke)."""
+
+    def bare_epoch(label, mode):
+        setting = targets.NOTEBOOK_SETTINGS[label]
+        config = roofline.model_settings()[setting]
+        return roofline.STEPS_PER_EPOCH / steps * roofline.epoch_seconds(config, mode, steps)
+
+    def run(label, parameters, seed, data_dir):
+        fastest = roofline.fastest_mode(found_roofline, targets.NOTEBOOK_SETTINGS[label])
+        around = {fastest: [bare_epoch(label, fastest)]}
+        record = common.run_notebook(label, parameters, seed, data_dir)
+        for mode in dict.fromkeys([fastest, mode_of(record["speed"]).name]):
+            around.setdefault(mode, []).append(bare_epoch(label, mode))
+        record["bare_epoch_s_around"] = around
+        record["bare_epoch_s"] = {mode: statistics.mean(times) for mode, times in around.items()}
+        return record
+
+    return run
 
 
 def check_idle(name):
@@ -268,21 +280,16 @@ def main():
     result["roofline"] = roofline.measure(
         steps=5 if short else 60, matmul_s=0.2 if short else 3.0, compile_too=not args.smoke
     )
+    run_notebook = bracketed(result["roofline"], 20 if short else roofline.STEPS_PER_EPOCH)
     records = []
-
-    def time_bare_epochs(record):
-        bare_epochs(record, result["roofline"], steps=20 if short else roofline.STEPS_PER_EPOCH)
-
     if "default" in args.only:
         check_idle("ours")
-        for seed in seeds:
-            records.append(common.run_notebook("ours", parameters, seed, data_dir))
-            time_bare_epochs(records[-1])
+        records += [run_notebook("ours", parameters, seed, data_dir) for seed in seeds]
     budget_names = [name for name in budgets.SETTINGS if name in args.only]
     if budget_names:
         check_idle("budget")
         budget_records = budgets.run_settings(
-            budget_names, seeds, data_dir, parameters, then=time_bare_epochs
+            budget_names, seeds, data_dir, parameters, run=run_notebook
         )
         records += budget_records
     records += baseline_records

@@ -33,19 +33,15 @@ SETTINGS = {
 }
 
 
-def run_settings(names, seeds, data_dir, extra=None, then=None):
+def run_settings(names, seeds, data_dir, extra=None, run=common.run_notebook):
     """Run the notebook with each setting of `names` on every seed; their records.
 
-    `then(record)`, when given, runs after each run, before the next starts.
+    `run`, when given, runs each in place of common.run_notebook (same arguments and record).
     """
     records = []
     for name in names:
         for seed in seeds:
-            record = common.run_notebook(
-                name, {**SETTINGS[name][1], **(extra or {})}, seed, data_dir
-            )
-            if then:
-                then(record)
+            record = run(name, {**SETTINGS[name][1], **(extra or {})}, seed, data_dir)
             records.append(record)
             print(f"{name} seed {seed}: {common.history(record)['test_acc'][-3:]}", flush=True)
     return records

@@ -96,14 +96,16 @@ def test_a_tiny_run_records_every_epoch_of_all_three(
     result = json.loads(out.read_text())
     epochs = {r["label"]: r["metrics"]["epochs_done"] for r in result["runs"]}
     assert epochs == {"ours": 2, "8k": 2, "pytorch_examples": 1, "s5_template": 2}
-    # Each notebook setting against its network's bare steps, timed after each of its runs in
-    # the roofline's fastest mode and in the mode the run chose.
+    # Each notebook setting against its network's bare steps, timed before and after each of its
+    # runs in the roofline's fastest mode (their mean) and after it in the mode the run chose.
     assert set(result["speed"]) == {"default", "< 8k"}
     for setting, figures in result["speed"].items():
         modes = result["roofline"]["models"][setting]["modes"]
         fastest = min(modes, key=lambda mode: modes[mode]["epoch_of_steps_s"])
         [run] = [r for r in result["runs"] if targets.NOTEBOOK_SETTINGS.get(r["label"]) == setting]
         assert set(run["bare_epoch_s"]) == {fastest, mode_of(run["speed"]).name}
+        before, after = run["bare_epoch_s_around"][fastest]
+        assert run["bare_epoch_s"][fastest] == pytest.approx((before + after) / 2)
         assert figures["fastest_bare_mode"] == fastest
         assert figures["fastest_bare_epoch_s"] == run["bare_epoch_s"][fastest] > 0
         assert figures["ratio_to_fastest"] == pytest.approx(

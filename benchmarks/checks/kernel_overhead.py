@@ -5,9 +5,11 @@
 Builds the notebook's data, model and train() (the setting's parameters, seed 1, in the mode
 COMPILE and PRECISION "auto" choose) twice: in a kernel that papermill drives, as `make run` does,
 and in a plain Python process. In each, whole epochs take turns, ROUNDS times: bare training steps
-on one batch built beforehand (the benchmark's bare-step epoch), and the notebook's train(). If
-only train() is slower in the kernel, what slows it is the kernel's traffic (the progress bar's
-messages); if the bare steps are slower too, it is the kernel process itself. Prints the medians
+on one batch built beforehand (the benchmark's bare-step epoch), the notebook's train(), and
+train() after gc.freeze(). If only train() is slower in the kernel, what slows it is the kernel's
+traffic (the progress bar's messages) or its larger heap, which Python's garbage collector scans
+(the seconds it takes are recorded for each train() epoch, and the objects it tracks); if the bare
+steps are slower too, it is the kernel process itself. Prints the medians
 and writes every time to outputs/kernel_overhead-<setting>.json. Run it on an idle machine.
 """
 
@@ -29,7 +31,7 @@ ROUNDS = 3
 
 # Runs in the kernel and in the plain process alike.
 MEASURE = """
-import json, time
+import gc, json, time
 import matplotlib
 matplotlib.use("Agg")
 import torch.nn.functional as F
@@ -58,18 +60,39 @@ def bare_epoch():
         optimizer.step()
     return time.perf_counter() - start
 
-def train_epoch():
+collecting = {"since": None, "seconds": 0.0, "collections": 0}
+
+def count_collection(phase, info):  # gc.callbacks: the time Python's garbage collector takes
+    if phase == "start":
+        collecting["since"] = time.perf_counter()
+    elif collecting["since"] is not None:
+        collecting["seconds"] += time.perf_counter() - collecting["since"]
+        collecting["collections"] += info["generation"] == 2
+
+def train_epoch(frozen=False):
+    gc.collect()
+    if frozen:
+        gc.freeze()  # what exists now is never scanned again
+    collecting.update(seconds=0.0, collections=0)
     start = time.perf_counter()
     ns["train"](stepped, ema_model, ns["device"], loader, optimizer, scheduler, 1)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    gc.unfreeze()
+    collector["gc_s"].append(collecting["seconds"])
+    collector["full_collections"].append(collecting["collections"])
+    return seconds
+
+collector = {"gc_s": [], "full_collections": [], "objects": len(gc.get_objects())}
+gc.callbacks.append(count_collection)
 
 ns["train"](stepped, ema_model, ns["device"], loader, optimizer, scheduler, 0)  # warm-up
-times = {"bare steps": [], "train()": []}
+times = {"bare steps": [], "train()": [], "train(), gc.freeze() first": []}
 for _ in range(ROUNDS):
     times["bare steps"].append(bare_epoch())
     times["train()"].append(train_epoch())
+    times["train(), gc.freeze() first"].append(train_epoch(frozen=True))
 with open(RESULT, "w") as file:
-    json.dump(dict(mode=chosen, epoch_s=times), file)
+    json.dump(dict(mode=chosen, epoch_s=times, garbage_collector=collector), file)
 """
 
 
@@ -123,6 +146,7 @@ def main():
         for what, times in measured["epoch_s"].items():
             print(f"{setting}, {mode}, {where:22} {what:11} median {statistics.median(times):5.2f} "
                   "s an epoch (" + " ".join(f"{t:.2f}" for t in times) + ")")  # fmt: skip
+        print(f"{where}: garbage collector {measured.get('garbage_collector')}")
     print(f"wrote {out}")
 
 

@@ -4,10 +4,13 @@
 
 Builds the notebook's data, model and train() in a plain process (the setting's parameters, seed
 1, in the mode COMPILE and PRECISION "auto" choose) and times whole epochs, taking turns, ROUNDS
-times: bare steps on one batch built beforehand; train() as the notebook has it; and train() with
-one speed-up undone at a time: the training batches built one by one (chunk 1) instead of 8 at a
-time, torch's AveragedModel update instead of ExponentialAverage's, SGD without fused=True. Prints
-the medians and writes every time to outputs/loop_parts-<setting>.json. Run it on an idle machine.
+times: bare steps on one batch built beforehand; bare steps on the loader's batches; train() as
+the notebook has it; train() with one speed-up undone at a time: the training batches built one
+by one (chunk 1) instead of 8 at a time, torch's AveragedModel update instead of
+ExponentialAverage's, SGD without fused=True; and train() with one part of its work left out at a
+time: the weight average, the label smoothing, the learning-rate schedule, the progress bar.
+Prints the medians and writes every time to outputs/loop_parts-<setting>.json. Run it on an idle
+machine.
 """
 
 import contextlib
@@ -47,7 +50,7 @@ def main():
         model, multi_avg_fn=optim.swa_utils.get_ema_multi_avg_fn(ns["EMA_DECAY"]), use_buffers=True
     )
     schedules = {
-        id(o): optim.lr_scheduler.OneCycleLR(o, 0.01, total_steps=(ROUNDS * 5 + 1) * len(loader))
+        id(o): optim.lr_scheduler.OneCycleLR(o, 0.01, total_steps=(ROUNDS * 10 + 1) * len(loader))
         for o in (optimizer, unfused)
     }
     images, labels = next(iter(loader))
@@ -58,21 +61,36 @@ def main():
             F.nll_loss(stepped(images), labels).backward()
             optimizer.step()
 
-    def train(sgd=optimizer, average=ema_model, chunk=loader.chunk):
-        built_by = loader.chunk
+    def bare_on_loader():
+        for batch_images, batch_labels in loader:
+            optimizer.zero_grad(set_to_none=True)
+            F.nll_loss(stepped(batch_images), batch_labels).backward()
+            optimizer.step()
+
+    def train(sgd=optimizer, average=ema_model, chunk=loader.chunk, schedule=None, **changed):
+        """The notebook's train() for an epoch, with `changed` notebook globals for its length."""
+        kept = {"chunk": loader.chunk, **{name: ns[name] for name in changed}}
+        schedule = schedule or schedules[id(sgd)]
         loader.chunk = chunk
+        ns.update(changed)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
-                ns["train"](stepped, average, device, loader, sgd, schedules[id(sgd)], 1)
+                ns["train"](stepped, average, device, loader, sgd, schedule, 1)
         finally:
-            loader.chunk = built_by
+            loader.chunk = kept.pop("chunk")
+            ns.update(kept)
 
     variants = {
         "bare steps": bare,
+        "bare steps, loader's batches": bare_on_loader,
         "train(), as the notebook's": train,
         "  batches built one by one": lambda: train(chunk=1),
         "  AveragedModel's update": lambda: train(average=averaged_model),
         "  SGD not fused": lambda: train(sgd=unfused),
+        "  no weight average": lambda: train(average=NoAverage()),
+        "  no label smoothing": lambda: train(LABEL_SMOOTHING=0.0),
+        "  no schedule": lambda: train(schedule=NoSchedule()),
+        "  no progress bar": lambda: train(tqdm=NoProgress),
     }
     train()  # warm-up (and compiling)
     times = {name: [] for name in variants}
@@ -89,6 +107,27 @@ def main():
         print(f"{name:28} median {statistics.median(seconds):5.2f} s an epoch ("
               + " ".join(f"{s:.2f}" for s in seconds) + ")")  # fmt: skip
     print(f"wrote {out}")
+
+
+class NoAverage:
+    def update_parameters(self, model):
+        pass
+
+
+class NoProgress:
+    def __init__(self, loader, **_):
+        self.loader = loader
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def set_postfix(self, **_):
+        pass
+
+
+class NoSchedule:
+    def step(self):
+        pass
 
 
 if __name__ == "__main__":
