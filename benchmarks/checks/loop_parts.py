@@ -5,12 +5,13 @@
 Builds the notebook's data, model and train() in a plain process (the setting's parameters, seed
 1, in the mode COMPILE and PRECISION "auto" choose) and times whole epochs, taking turns, ROUNDS
 times: bare steps on one batch built beforehand; bare steps on the loader's batches; train() as
-the notebook has it; train() with one speed-up undone at a time: the training batches built one
-by one (chunk 1) instead of 8 at a time, torch's AveragedModel update instead of
-ExponentialAverage's, SGD without fused=True; and train() with one part of its work left out at a
-time: the weight average, the label smoothing, the learning-rate schedule, the progress bar.
-Prints the medians and writes every time to outputs/loop_parts-<setting>.json. Run it on an idle
-machine.
+the notebook has it; train() with its training batches built 1, 2, 4 or 16 at a time instead of
+8 (CHUNK_IMAGES 1,024 over BATCH_SIZE 128); train() with one speed-up undone at a time: torch's
+AveragedModel update instead of ExponentialAverage's, SGD without fused=True; train() with one
+part of its work left out at a time: the weight average, the label smoothing, the learning-rate
+schedule, the progress bar; and train() with subnormal floats flushed to zero. Counts the
+subnormal values left in the weights, gradients, momentum and average. Prints the medians and
+writes every time to outputs/loop_parts-<setting>.json. Run it on an idle machine.
 """
 
 import contextlib
@@ -21,6 +22,7 @@ import sys
 import time
 
 import matplotlib
+import torch
 import torch.nn.functional as F
 from torch import optim
 
@@ -50,7 +52,7 @@ def main():
         model, multi_avg_fn=optim.swa_utils.get_ema_multi_avg_fn(ns["EMA_DECAY"]), use_buffers=True
     )
     schedules = {
-        id(o): optim.lr_scheduler.OneCycleLR(o, 0.01, total_steps=(ROUNDS * 10 + 1) * len(loader))
+        id(o): optim.lr_scheduler.OneCycleLR(o, 0.01, total_steps=(ROUNDS * 15 + 1) * len(loader))
         for o in (optimizer, unfused)
     }
     images, labels = next(iter(loader))
@@ -85,12 +87,18 @@ def main():
         "bare steps, loader's batches": bare_on_loader,
         "train(), as the notebook's": train,
         "  batches built one by one": lambda: train(chunk=1),
+        **{
+            f"  batches built {chunk} at a time": lambda chunk=chunk: train(chunk=chunk)
+            for chunk in (2, 4, 16)
+            if chunk != loader.chunk
+        },
         "  AveragedModel's update": lambda: train(average=averaged_model),
         "  SGD not fused": lambda: train(sgd=unfused),
         "  no weight average": lambda: train(average=NoAverage()),
         "  no label smoothing": lambda: train(LABEL_SMOOTHING=0.0),
         "  no schedule": lambda: train(schedule=NoSchedule()),
         "  no progress bar": lambda: train(tqdm=NoProgress),
+        "  subnormal floats flushed": lambda: flushing(train),
     }
     train()  # warm-up (and compiling)
     times = {name: [] for name in variants}
@@ -99,14 +107,38 @@ def main():
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
+    tensors = {
+        "weights": list(model.parameters()),
+        "gradients": [p.grad for p in model.parameters() if p.grad is not None],
+        "momentum": [s["momentum_buffer"] for s in optimizer.state.values()],
+        "average": list(ema_model.parameters()),
+    }
+    subnormal = {name: count_subnormal(found) for name, found in tensors.items()}
     out = REPO / "outputs" / f"loop_parts-{setting}.json"
     out.write_text(json.dumps(dict(setting=setting, mode=chosen, epoch_s=times,
-                                   provenance=provenance()), indent=1))  # fmt: skip
+                                   subnormal_values=subnormal, provenance=provenance()),
+                              indent=1))  # fmt: skip
     print(f"{setting}, {speed.describe(chosen)}")
     for name, seconds in times.items():
         print(f"{name:28} median {statistics.median(seconds):5.2f} s an epoch ("
               + " ".join(f"{s:.2f}" for s in seconds) + ")")  # fmt: skip
+    print(f"subnormal values at the end (of all): {subnormal}")
     print(f"wrote {out}")
+
+
+def flushing(run):
+    torch.set_flush_denormal(True)
+    try:
+        run()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def count_subnormal(tensors):
+    """[subnormal values, all values] in `tensors` (float32: nonzero, smaller than 2**-126)."""
+    values = torch.cat([t.detach().flatten().float() for t in tensors])
+    tiny = torch.finfo(torch.float32).tiny
+    return [int(((values != 0) & (values.abs() < tiny)).sum()), values.numel()]
 
 
 class NoAverage:
