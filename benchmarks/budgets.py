@@ -36,7 +36,7 @@ SETTINGS = {
 def run_settings(names, seeds, data_dir, extra=None, run=common.run_notebook):
     """Run the notebook with each setting of `names` on every seed; their records.
 
-    `run`, when given, runs each in place of common.run_notebook (same arguments and record).
+    `run` runs each: common.run_notebook, or a wrapper of it taking the same arguments.
     """
     records = []
     for name in names:
