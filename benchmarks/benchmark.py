@@ -10,11 +10,11 @@ this project descends from and pytorch/examples' mnist, re-implemented from thei
 descriptions; the roofline (benchmarks/roofline.py: the bare training step of each setting's
 network in every mode, fp32 and bf16, compiled or not); S5.ipynb executed with papermill once per
 seed with its defaults and with each budget setting (benchmarks/budgets.py), COMPILE and PRECISION
-left "auto", each run between two epochs of bare steps of its network in the roofline's fastest
-mode (and one after it in the mode the run chose). The notebook's numbers are its own, read from
-the run folders it saves. Every ratio in the summary compares figures of this one run, on one CPU:
-the file records which, and the run refuses to write it when the CPU it ends on is not the one it
-started on.
+left "auto", each run between two epochs of bare steps of its network in the roofline's fastest mode
+(and one after it in the mode the run chose, if another). The notebook's numbers are its own, read
+from the run folders it saves. Every ratio in the summary compares figures of this one run, on one
+CPU: the file records which, and the run refuses to write it when the CPU it ends on is not the one
+it started on.
 Writes a JSON file (every run's record, the summary, the targets met, and where, when and with what
 it ran), a PNG of test accuracy against wall time, and with the full run benchmarks/budgets.json.
 """

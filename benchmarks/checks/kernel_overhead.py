@@ -69,28 +69,31 @@ def count_collection(phase, info):  # gc.callbacks: the time Python's garbage co
         collecting["seconds"] += time.perf_counter() - collecting["since"]
         collecting["collections"] += info["generation"] == 2
 
-def train_epoch(frozen=False):
+def train_epoch(name, frozen=False):
     gc.collect()
     if frozen:
         gc.freeze()  # what exists now is never scanned again
     collecting.update(seconds=0.0, collections=0)
-    start = time.perf_counter()
-    ns["train"](stepped, ema_model, ns["device"], loader, optimizer, scheduler, 1)
-    seconds = time.perf_counter() - start
-    gc.unfreeze()
-    collector["gc_s"].append(collecting["seconds"])
-    collector["full_collections"].append(collecting["collections"])
+    try:
+        start = time.perf_counter()
+        ns["train"](stepped, ema_model, ns["device"], loader, optimizer, scheduler, 1)
+        seconds = time.perf_counter() - start
+    finally:
+        gc.unfreeze()
+    collector[name]["gc_s"].append(collecting["seconds"])
+    collector[name]["full_collections"].append(collecting["collections"])
     return seconds
 
-collector = {"gc_s": [], "full_collections": [], "objects": len(gc.get_objects())}
+collector = {"objects": len(gc.get_objects())}
 gc.callbacks.append(count_collection)
 
 ns["train"](stepped, ema_model, ns["device"], loader, optimizer, scheduler, 0)  # warm-up
 times = {"bare steps": [], "train()": [], "train(), gc.freeze() first": []}
 for _ in range(ROUNDS):
     times["bare steps"].append(bare_epoch())
-    times["train()"].append(train_epoch())
-    times["train(), gc.freeze() first"].append(train_epoch(frozen=True))
+    for name in ("train()", "train(), gc.freeze() first"):
+        collector.setdefault(name, {"gc_s": [], "full_collections": []})
+        times[name].append(train_epoch(name, frozen=name != "train()"))
 with open(RESULT, "w") as file:
     json.dump(dict(mode=chosen, epoch_s=times, garbage_collector=collector), file)
 """
@@ -144,7 +147,7 @@ def main():
     for where, measured in found.items():
         mode = speed.mode_of(measured["mode"]).name
         for what, times in measured["epoch_s"].items():
-            print(f"{setting}, {mode}, {where:22} {what:11} median {statistics.median(times):5.2f} "
+            print(f"{setting}, {mode}, {where:22} {what:26} median {statistics.median(times):5.2f} "
                   "s an epoch (" + " ".join(f"{t:.2f}" for t in times) + ")")  # fmt: skip
         print(f"{where}: garbage collector {measured.get('garbage_collector')}")
     print(f"wrote {out}")
