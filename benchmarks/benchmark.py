@@ -162,17 +162,18 @@ def bracketed(found_roofline, steps):
     `bare_epoch_s_around` ({mode: [before, after]}) and `bare_epoch_s` ({mode: their mean}).
     `steps` fewer than an epoch's are scaled up to one (--quick, --smoke)."""
 
-    def bare_epoch(label, mode):
+    def run(label, parameters, seed, data_dir):
         setting = targets.NOTEBOOK_SETTINGS[label]
         config = roofline.model_settings()[setting]
-        return roofline.STEPS_PER_EPOCH / steps * roofline.epoch_seconds(config, mode, steps)
 
-    def run(label, parameters, seed, data_dir):
-        fastest = roofline.fastest_mode(found_roofline, targets.NOTEBOOK_SETTINGS[label])
-        around = {fastest: [bare_epoch(label, fastest)]}
+        def bare_epoch(mode):
+            return roofline.STEPS_PER_EPOCH / steps * roofline.epoch_seconds(config, mode, steps)
+
+        fastest = roofline.fastest_mode(found_roofline, setting)
+        around = {fastest: [bare_epoch(fastest)]}
         record = common.run_notebook(label, parameters, seed, data_dir)
         for mode in dict.fromkeys([fastest, mode_of(record["speed"]).name]):
-            around.setdefault(mode, []).append(bare_epoch(label, mode))
+            around.setdefault(mode, []).append(bare_epoch(mode))
         record["bare_epoch_s_around"] = around
         record["bare_epoch_s"] = {mode: statistics.mean(times) for mode, times in around.items()}
         return record

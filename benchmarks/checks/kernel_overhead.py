@@ -84,16 +84,17 @@ def train_epoch(name, frozen=False):
     collector[name]["full_collections"].append(collecting["collections"])
     return seconds
 
-collector = {"objects": len(gc.get_objects())}
+trainings = {"train()": False, "train(), gc.freeze() first": True}  # name: frozen
+collector = {"objects": len(gc.get_objects()),
+             **{name: {"gc_s": [], "full_collections": []} for name in trainings}}
 gc.callbacks.append(count_collection)
 
 ns["train"](stepped, ema_model, ns["device"], loader, optimizer, scheduler, 0)  # warm-up
-times = {"bare steps": [], "train()": [], "train(), gc.freeze() first": []}
+times = {"bare steps": [], **{name: [] for name in trainings}}
 for _ in range(ROUNDS):
     times["bare steps"].append(bare_epoch())
-    for name in ("train()", "train(), gc.freeze() first"):
-        collector.setdefault(name, {"gc_s": [], "full_collections": []})
-        times[name].append(train_epoch(name, frozen=name != "train()"))
+    for name, frozen in trainings.items():
+        times[name].append(train_epoch(name, frozen))
 with open(RESULT, "w") as file:
     json.dump(dict(mode=chosen, epoch_s=times, garbage_collector=collector), file)
 """

@@ -16,6 +16,7 @@ writes every time to outputs/loop_parts-<setting>.json. Run it on an idle machin
 
 import contextlib
 import io
+import itertools
 import json
 import statistics
 import sys
@@ -57,14 +58,8 @@ def main():
     }
     images, labels = next(iter(loader))
 
-    def bare():
-        for _ in range(STEPS_PER_EPOCH):
-            optimizer.zero_grad(set_to_none=True)
-            F.nll_loss(stepped(images), labels).backward()
-            optimizer.step()
-
-    def bare_on_loader():
-        for batch_images, batch_labels in loader:
+    def bare(batches):
+        for batch_images, batch_labels in batches:
             optimizer.zero_grad(set_to_none=True)
             F.nll_loss(stepped(batch_images), batch_labels).backward()
             optimizer.step()
@@ -83,9 +78,10 @@ def main():
             ns.update(kept)
 
     variants = {
-        "  subnormal floats flushed": lambda: flushing(train),  # first: the count below is of
-        "bare steps": bare,  # values the other variants wrote, with subnormal values kept
-        "bare steps, loader's batches": bare_on_loader,
+        # First, so that the subnormal values counted at the end were written with them kept.
+        "  subnormal floats flushed": lambda: flushing(train),
+        "bare steps": lambda: bare(itertools.repeat((images, labels), STEPS_PER_EPOCH)),
+        "bare steps, loader's batches": lambda: bare(loader),
         "train(), as the notebook's": train,
         "  batches built one by one": lambda: train(chunk=1),
         **{
