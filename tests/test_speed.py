@@ -92,10 +92,60 @@ def test_a_mode_that_cannot_run_is_left_out_and_named(modes, monkeypatch):
 
 def test_modes_set_by_hand_are_taken_without_measuring(modes, monkeypatch):
     measured = timed(monkeypatch, {})
-    chosen = speed.choose({**modes, "COMPILE": True, "PRECISION": "bf16"}, MNISTNet(TINY), 8)
+    chosen = speed.choose({**modes, "COMPILE": False, "PRECISION": "bf16"}, MNISTNet(TINY), 8)
     assert measured == []
-    assert (chosen["precision"], chosen["compiled"]) == ("bf16", True)
+    assert (chosen["precision"], chosen["compiled"]) == ("bf16", False)
     assert chosen["why"] == "as the parameters cell sets it"
+    # A compiled mode set by hand is not timed either, only compiled before training.
+    measured = timed(monkeypatch, {"bf16 compiled": 1.0})
+    chosen = speed.choose({**modes, "COMPILE": True, "PRECISION": "bf16"}, MNISTNet(TINY), 8)
+    assert measured == ["bf16 compiled"] and "step_ms" not in chosen
+    assert (chosen["precision"], chosen["compiled"]) == ("bf16", True)
+    assert chosen["why"] == "as the parameters cell sets it" and chosen["compiled_for"] == [8]
+
+
+def test_a_compiled_mode_chosen_is_compiled_for_every_batch_size_of_an_epoch(modes, monkeypatch):
+    warmed = []
+
+    def fake(model, mode, batch_size):
+        warmed.append((mode.name, batch_size))
+        return lambda: {"fp32": 10.0, "bf16": 9.0, "fp32 compiled": 8.0}.get(mode.name, 6.0)
+
+    monkeypatch.setattr(speed, "warmed_step", fake)
+    monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: None)
+    chosen = speed.choose(modes, MNISTNet(TINY), 8, last_batch_size=3)
+    assert (chosen["precision"], chosen["compiled"]) == ("bf16", True)
+    # Each mode warmed up to be timed, then the one chosen compiled for both batch sizes.
+    assert warmed[:4] == [(m, 8) for m in ("fp32", "bf16", "fp32 compiled", "bf16 compiled")]
+    assert warmed[4:] == [("bf16 compiled", 8), ("bf16 compiled", 3)]
+    assert chosen["compiled_for"] == [8, 3] and chosen["seconds"] >= 0
+    # An epoch without a smaller last batch has one size; an uncompiled mode compiles nothing.
+    warmed.clear()
+    assert speed.choose(modes, MNISTNet(TINY), 8)["compiled_for"] == [8]
+    assert warmed[4:] == [("bf16 compiled", 8)]
+    chosen = speed.choose({**modes, "COMPILE": False}, MNISTNet(TINY), 8, last_batch_size=3)
+    assert not chosen["compiled"] and "compiled_for" not in chosen
+
+
+@pytest.mark.slow
+def test_the_model_trains_on_the_code_compiled_before_training(modes):
+    # Compiled for a copy at both batch sizes, the model itself compiles nothing more when it
+    # trains: no epoch, the first included, pays for compiling.
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = MNISTNet(TINY).train()
+    chosen = speed.choose({**modes, "COMPILE": True, "PRECISION": "fp32"}, model, 8, 5)
+    assert chosen["compiled_for"] == [8, 5]
+    stepped = speed.step_model(model, speed.mode_of(chosen))
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for size in (8, 5, 8):
+        F.nll_loss(
+            stepped(torch.randn(size, 1, 28, 28)), torch.zeros(size, dtype=torch.long)
+        ).backward()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    # Without the last batch compiled ahead, its first step would compile: the check can fail.
+    F.nll_loss(stepped(torch.randn(3, 1, 28, 28)), torch.zeros(3, dtype=torch.long)).backward()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs + 1
 
 
 def test_auto_without_a_cxx_compiler_measures_the_uncompiled_modes_only(modes, monkeypatch):

@@ -158,7 +158,9 @@ def warmed_step(model: nn.Module, mode: Mode, batch_size: int) -> Callable[[], f
     return step
 
 
-def choose(params: dict[str, Any], model: nn.Module, batch_size: int) -> dict[str, Any]:
+def choose(
+    params: dict[str, Any], model: nn.Module, batch_size: int, last_batch_size: int = 0
+) -> dict[str, Any]:
     """params.json's "speed" record: the mode to train in, what was measured and why it won.
 
     Steps are timed on `batch_size` images: the run's, BATCH_SIZE or the whole (smoke) training
@@ -167,27 +169,49 @@ def choose(params: dict[str, Any], model: nn.Module, batch_size: int) -> dict[st
     this device, a compiler error) is left out, with the error kept in "failed". The modes' timed
     steps take turns, ROUNDS times, so a stretch of the machine running slow or fast falls on
     every mode alike; each mode's time is the median of its steps.
+
+    A compiled mode is compiled here, before training, for `batch_size` and for the epoch's
+    smaller last batch of `last_batch_size` images (0: none): compiled code is made for one batch
+    size (static shapes), and the model shares the code compiled for a copy of it. So the first
+    epoch pays for no compiling; "seconds" counts it, "compiled_for" names the batch sizes.
     """
     device = next(model.parameters()).device
     modes, note = allowed(params, device)
-    if len(modes) == 1:
-        return record(modes[0], "as the parameters cell sets it" + (f"; {note}" if note else ""))
     start = time.perf_counter()
-    steps, failed = {}, {}
     # Dropout in the copies draws from the generators the run draws from: put them back after.
     cpu_only = device.type == "cpu"
     with torch.random.fork_rng(devices=[] if cpu_only else None, device_type=device.type):
-        for i, mode in enumerate(modes):
-            try:
-                steps[mode] = warmed_step(model, mode, batch_size)
-            except Exception as err:  # a mode that cannot run here is no choice
-                if i == 0:
-                    raise
-                failed[mode.name] = f"{type(err).__name__}: {err}"[:300]
-        seconds = {mode: [] for mode in steps}
-        for _ in range(ROUNDS):
-            for mode, step in steps.items():
-                seconds[mode] += [step() for _ in range(TIMED_STEPS // ROUNDS)]
+        if len(modes) == 1:
+            best, why, measured = modes[0], "as the parameters cell sets it", {}
+        else:
+            best, why, measured = fastest(modes, model, batch_size)
+        if best.compiled:
+            sizes = [size for size in dict.fromkeys([batch_size, last_batch_size]) if size]
+            for size in sizes:
+                warmed_step(model, best, size)
+            measured["compiled_for"] = sizes
+    if measured:
+        measured["seconds"] = time.perf_counter() - start
+    return record(best, why + (f"; {note}" if note else ""), **measured)
+
+
+def fastest(
+    modes: list[Mode], model: nn.Module, batch_size: int
+) -> tuple[Mode, str, dict[str, Any]]:
+    """The fastest of `modes` (the first, the simplest, unless another beats it by MARGIN), why,
+    and what was measured: each mode's median step and the errors of those that cannot run."""
+    steps, failed = {}, {}
+    for i, mode in enumerate(modes):
+        try:
+            steps[mode] = warmed_step(model, mode, batch_size)
+        except Exception as err:  # a mode that cannot run here is no choice
+            if i == 0:
+                raise
+            failed[mode.name] = f"{type(err).__name__}: {err}"[:300]
+    seconds = {mode: [] for mode in steps}
+    for _ in range(ROUNDS):
+        for mode, step in steps.items():
+            seconds[mode] += [step() for _ in range(TIMED_STEPS // ROUNDS)]
     step_ms = {mode.name: 1000 * statistics.median(times) for mode, times in seconds.items()}
     simplest = modes[0]
     best = min(steps, key=lambda m: step_ms[m.name])
@@ -198,13 +222,7 @@ def choose(params: dict[str, Any], model: nn.Module, batch_size: int) -> dict[st
         if best != simplest
         else f"no mode was {MARGIN:.0%} faster than {simplest.name}"
     )
-    return record(
-        best,
-        why + (f"; {note}" if note else ""),
-        step_ms=step_ms,
-        failed=failed,
-        seconds=time.perf_counter() - start,
-    )
+    return best, why, dict(step_ms=step_ms, failed=failed)
 
 
 def record(mode: Mode, why: str, **measured: Any) -> dict[str, Any]:

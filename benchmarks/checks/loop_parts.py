@@ -1,6 +1,6 @@
 """What each speed-up of the training loop is worth, in whole epochs of the notebook's train().
 
-    MNIST_DATA_DIR=../shared/data python -m benchmarks.checks.loop_parts [default|20k|8k]
+    MNIST_DATA_DIR=../shared/data python -m benchmarks.checks.loop_parts [SETTING [VARIANT...]]
 
 Builds the notebook's data, model and train() in a plain process (the setting's parameters, seed
 1, in the mode COMPILE and PRECISION "auto" choose) and times whole epochs, taking turns, ROUNDS
@@ -11,7 +11,9 @@ AveragedModel update instead of ExponentialAverage's, SGD without fused=True; tr
 part of its work left out at a time: the weight average, the label smoothing, the learning-rate
 schedule, the progress bar; and train() with subnormal floats flushed to zero. Counts the
 subnormal values left in the weights, gradients, momentum and average. Prints the medians and
-writes every time to outputs/loop_parts-<setting>.json. Run it on an idle machine.
+writes every time to outputs/loop_parts-<setting>.json. SETTING: default, 20k or 8k; names of
+variants after it time only those (e.g. "bare steps" "train(), as the notebook's"). Run it on an
+idle machine.
 """
 
 import contextlib
@@ -96,6 +98,11 @@ def main():
         "  no schedule": lambda: train(schedule=NoSchedule()),
         "  no progress bar": lambda: train(tqdm=NoProgress),
     }
+    if only := [name.strip() for name in sys.argv[2:]]:
+        unknown = set(only) - {name.strip() for name in variants}
+        if unknown:
+            raise SystemExit(f"No variant {sorted(unknown)}; the variants: {list(variants)}")
+        variants = {name: run for name, run in variants.items() if name.strip() in only}
     train()  # warm-up (and compiling)
     times = {name: [] for name in variants}
     for _ in range(ROUNDS):
