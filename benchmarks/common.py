@@ -123,7 +123,8 @@ def final_acc(run: dict[str, Any]) -> float:
 
 def wall_times(run: dict[str, Any]) -> list[float]:
     """Seconds from the start of training to the end of each epoch's test pass, counting the
-    seconds COMPILE and PRECISION "auto" took to measure before training started."""
+    seconds workbench.speed.choose took before training started (measuring the modes COMPILE and
+    PRECISION "auto" allow, compiling the mode chosen)."""
     total, walls = (run.get("speed") or {}).get("seconds", 0.0), []
     for seconds in history(run)["epoch_time_s"]:
         total += seconds

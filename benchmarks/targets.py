@@ -25,11 +25,11 @@ def speed_summary(records, found_roofline):
     """Per notebook setting: its training epoch against whole epochs of bare steps of its network.
 
     The notebook's epoch is the median `train_time_s` over every epoch of every seed (a compiled
-    run's first epoch, which compiles, is one of 15 or 16). The bare-step epochs were timed right
-    before and after each run (`bare_epoch_s`, their mean: the same minutes of the machine) in
-    the mode the roofline found fastest, and after it in the mode "auto" chose; their median over
-    the runs is compared. Beside it, the roofline's median step times the steps of an epoch, as
-    earlier benchmarks compared.
+    run compiles before its first epoch, in the seconds of choosing its mode). The bare-step
+    epochs were timed right before and after each run (`bare_epoch_s`, their mean: the same
+    minutes of the machine) in the mode the roofline found fastest, and after it in the mode
+    "auto" chose; their median over the runs is compared. Beside it, the roofline's median step
+    times the steps of an epoch, as earlier benchmarks compared.
     """
     result = {}
     for label, setting in NOTEBOOK_SETTINGS.items():

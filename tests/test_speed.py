@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import REPO
 from model import MNISTNet
 from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
-from workbench import folders, plots, speed
+from workbench import folders, parameters, plots, speed
 
 TINY = ((4,), (4,), (4,), (4,))  # a network small enough to time in a blink
 
@@ -123,11 +123,32 @@ def test_a_compiled_mode_chosen_is_compiled_for_every_batch_size_of_an_epoch(mod
     warmed.clear()
     assert speed.choose(modes, MNISTNet(TINY), 8)["compiled_for"] == [8]
     assert warmed[4:] == [("bf16 compiled", 8)]
+    warmed.clear()
     chosen = speed.choose({**modes, "COMPILE": False}, MNISTNet(TINY), 8, last_batch_size=3)
     assert not chosen["compiled"] and "compiled_for" not in chosen
+    assert ("bf16", 3) not in warmed and len(warmed) == 2
+
+
+def test_compiling_ahead_leaves_the_random_generators_as_they_were(modes, monkeypatch):
+    # Dropout in the copy compiled draws from the run's generators, as a timed copy's does.
+    def fake(model, mode, batch_size):
+        torch.rand(1)
+        return lambda: 0.01
+
+    monkeypatch.setattr(speed, "warmed_step", fake)
+    monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: None)
+    model = MNISTNet(TINY)  # (its initial weights are drawn here)
+    rng = torch.get_rng_state()
+    chosen = speed.choose({**modes, "COMPILE": True, "PRECISION": "fp32"}, model, 8, 3)
+    assert chosen["compiled_for"] == [8, 3]
+    assert torch.equal(torch.get_rng_state(), rng)
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    parameters.missing_cpu_compiler() is not None,
+    reason="torch.compile needs a C++ compiler for CPU kernels",
+)
 def test_the_model_trains_on_the_code_compiled_before_training(modes):
     # Compiled for a copy at both batch sizes, the model itself compiles nothing more when it
     # trains: no epoch, the first included, pays for compiling.

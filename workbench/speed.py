@@ -173,7 +173,8 @@ def choose(
     A compiled mode is compiled here, before training, for `batch_size` and for the epoch's
     smaller last batch of `last_batch_size` images (0: none): compiled code is made for one batch
     size (static shapes), and the model shares the code compiled for a copy of it. So the first
-    epoch pays for no compiling; "seconds" counts it, "compiled_for" names the batch sizes.
+    epoch pays for no compiling; "seconds" counts it, "compiled_for" names the batch sizes. (A
+    resumed run does not choose again: it compiles in its first epoch.)
     """
     device = next(model.parameters()).device
     modes, note = allowed(params, device)
@@ -190,8 +191,7 @@ def choose(
             for size in sizes:
                 warmed_step(model, best, size)
             measured["compiled_for"] = sizes
-    if measured:
-        measured["seconds"] = time.perf_counter() - start
+    measured["seconds"] = time.perf_counter() - start
     return record(best, why + (f"; {note}" if note else ""), **measured)
 
 
