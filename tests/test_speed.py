@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import REPO
 from model import MNISTNet
@@ -127,6 +128,24 @@ def test_a_compiled_mode_chosen_is_compiled_for_every_batch_size_of_an_epoch(mod
     chosen = speed.choose({**modes, "COMPILE": False}, MNISTNet(TINY), 8, last_batch_size=3)
     assert not chosen["compiled"] and "compiled_for" not in chosen
     assert ("bf16", 3) not in warmed and len(warmed) == 2
+
+
+def test_a_loaders_batch_sizes_are_the_ones_timed_and_compiled(modes, monkeypatch):
+    warmed = []
+
+    def fake(model, mode, batch_size):
+        warmed.append(batch_size)
+        return lambda: 0.01
+
+    monkeypatch.setattr(speed, "warmed_step", fake)
+    monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: None)
+    settings = {**modes, "COMPILE": True, "PRECISION": "fp32", "BATCH_SIZE": 32}
+    for images, sizes in ((100, [32, 4]), (96, [32]), (20, [20])):  # 20: one smaller batch
+        loader = DataLoader(TensorDataset(torch.zeros(images)), batch_size=32)
+        warmed.clear()
+        assert speed.choose_for(settings, MNISTNet(TINY), loader)["compiled_for"] == sizes
+        assert warmed == sizes
+        assert sorted({len(batch) for (batch,) in loader}, reverse=True) == sizes
 
 
 def test_compiling_ahead_leaves_the_random_generators_as_they_were(modes, monkeypatch):

@@ -55,15 +55,13 @@ class Workbench:
         params = self.params = self.check()
         cells.check_built(params, model, train_loader, test_loader, seeded=self.seed)
         training = resume.Training(model, optimizer, scheduler, ema_model)
-        images = len(train_loader.dataset)
-        batch = min(params["BATCH_SIZE"], images)  # a training step's images
         speed.keep_freed_memory()  # before anything is timed: steps reuse their memory
         if params["RESUME"]:
             run_dir, history = resume.restore(params, training, train_loader)
             chosen = folders.read_params(run_dir)["speed"]  # the mode the run started in
             print(f"Resuming {run_dir} after epoch {len(history['test_acc'])}")
         else:
-            chosen = speed.choose(params, model, batch, last_batch_size=images % batch)
+            chosen = speed.choose_for(params, model, train_loader)
             history = {key: [] for key in folders.METRIC_KEYS}
             last = self.last_run
             continued = last.dir if last and last.training.model is model else None

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from workbench.parameters import missing_cpu_compiler
 
@@ -193,6 +194,14 @@ def choose(
             measured["compiled_for"] = sizes
     measured["seconds"] = time.perf_counter() - start
     return record(best, why + (f"; {note}" if note else ""), **measured)
+
+
+def choose_for(params: dict[str, Any], model: nn.Module, loader: DataLoader) -> dict[str, Any]:
+    """`choose` for training `model` on `loader`: steps timed on its batches of BATCH_SIZE images
+    (the whole set when smaller), a compiled mode also compiled for its smaller last batch."""
+    images = len(loader.dataset)
+    batch = min(params["BATCH_SIZE"], images)
+    return choose(params, model, batch, last_batch_size=images % batch)
 
 
 def fastest(

@@ -35,7 +35,7 @@ def main():
     )  # fmt: skip
     torch.manual_seed(1)
     model = MNISTNet(params["CHANNELS"]).train()
-    chosen = speed.choose(params, model, params["BATCH_SIZE"])
+    chosen = speed.choose_for(params, model, loader)
     stepped = speed.step_model(model, speed.mode_of(chosen))
     optimizer = torch.optim.SGD(
         model.parameters(), lr=0.01, momentum=0.9, nesterov=True, fused=True
