@@ -43,7 +43,7 @@ def main():
         )
     loader, model = ns["train_loader"], ns["model"].train()
     # Every part as the notebook runs it: in the mode COMPILE and PRECISION choose here.
-    chosen = speed.choose_for(ns["bench"].params, model, ns["train_loader"])
+    chosen = speed.choose_for(ns["bench"].params, model, loader)
     stepped = speed.step_model(model, speed.mode_of(chosen))
     steps = len(loader)
     start = time.perf_counter()

@@ -47,7 +47,7 @@ def main():
     cells = ["imports", "parameters", "checks", "data", "model", "optimiser", "train-test"]
     ns = run_cells(cells, OUTPUT_DIR=str(REPO / "outputs" / "loop-parts"), **values)
     model, loader, device = ns["model"], ns["train_loader"], ns["device"]
-    chosen = speed.choose_for(ns["bench"].params, model, ns["train_loader"])
+    chosen = speed.choose_for(ns["bench"].params, model, loader)
     stepped = speed.step_model(model, speed.mode_of(chosen))
     optimizer, ema_model = ns["make_optimizer"](model)
     unfused = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
