@@ -16,6 +16,10 @@ NUM_CLASSES = 10
 Channels = Sequence[int | Sequence[int]]
 # MNISTNet()'s widths, the notebook's default: two blocks at 14x14, 118,202 parameters.
 DEFAULT_CHANNELS = (16, (32, 32), 64, 128)
+# The widest block MNISTNet builds. Two 4096-wide blocks in a row already hold 151M weights (604 MB
+# in float32), far more than 28x28 digits need; a wider one is a typo (2**40) that would otherwise
+# reach the allocator as a request for terabytes.
+MAX_WIDTH = 4096
 
 
 class ConvBlock(nn.Module):
@@ -45,6 +49,8 @@ class MNISTNet(nn.Module):
     Takes a float batch of shape (N, 1, 28, 28), normalised as in utils.py, and returns
     (N, 10) log-probabilities, so pair it with F.nll_loss. `MNISTNet()` is the notebook's
     default network, so a default run's mnist_net.pt loads into it with load_state_dict.
+    torch.compile, torch.export and torch.jit.script take it; scripted, it skips check_input,
+    whose messages format what TorchScript cannot (a dtype, a type's name).
     """
 
     def __init__(self, channels: Channels = DEFAULT_CHANNELS, dropout: float = 0.0):
@@ -54,37 +60,42 @@ class MNISTNet(nn.Module):
             or not isinstance(dropout, (int, float))
             or not 0 <= dropout < 1
         ):
-            raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}.")
+            raise ValueError(
+                f"dropout must be a number in [0, 1); got {dropout!r}. "
+                "Pass 0 for no dropout, or a fraction of the features to drop, e.g. 0.1."
+            )
         self.channels = stage_widths(channels)  # as four tuples, whatever form was given
-        # block1, block2, ... in order (the names the default network's checkpoints have),
-        # grouped by the resolution they run at.
-        self.stage_blocks, in_channels, number = [], 1, 0
+        # block1, block2, ... in the order they run: the names the default network's checkpoints
+        # have, registered on the model itself (not in a ModuleList) so that they stay the names.
+        in_channels, number = 1, 0
         for stage, widths in enumerate(self.channels):
-            names = []
             for i, width in enumerate(widths):
                 number += 1
-                names.append(f"block{number}")
                 # The last block at 28x28 and at 14x14 halves the size (its pool runs before
-                # BatchNorm); the 7x7 map is max-pooled to 3x3 in forward().
+                # BatchNorm).
                 pool = stage < 2 and i == len(widths) - 1
-                self.add_module(names[-1], ConvBlock(in_channels, width, pool))
+                self.add_module(f"block{number}", ConvBlock(in_channels, width, pool))
                 in_channels = width
-            self.stage_blocks.append(names)
+            if stage == 2:
+                self.last_at_7x7 = f"block{number}"  # forward() max-pools its output to 3x3
         # A linear layer over the whole 3x3 map keeps where each feature is,
         # which global average pooling would throw away.
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels * 3 * 3, NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x)
+        if not torch.jit.is_scripting():
+            check_input(x, self.fc.weight.device)
         # Channels-last makes the CPU (oneDNN) and GPU convolutions markedly faster here;
         # float64 or half-precision input is cast to the weights' dtype.
         x = x.to(dtype=self.fc.weight.dtype, memory_format=torch.channels_last)
-        for stage, names in enumerate(self.stage_blocks):
-            if stage == 3:
-                x = F.max_pool2d(x, 2)  # 7x7 -> 3x3
-            for name in names:
-                x = self.get_submodule(name)(x)
+        # A loop over the children: TorchScript compiles no lookup by a name computed at run time,
+        # and its isinstance(block, ConvBlock) is False for blocks of other widths than block1's.
+        for name, block in self.named_children():
+            if name.startswith("block"):
+                x = block(x)
+                if name == self.last_at_7x7:
+                    x = F.max_pool2d(x, 2)  # 7x7 -> 3x3
         logits = self.fc(self.dropout(x.flatten(1)))
         # In the weights' precision, also when autocast ran the layers in bfloat16.
         return F.log_softmax(logits.to(self.fc.weight.dtype), dim=1)
@@ -95,14 +106,17 @@ def stage_widths(channels: Channels) -> tuple[tuple[int, ...], ...]:
     stages = ()
     if isinstance(channels, (tuple, list)):
         stages = tuple(tuple(c) if isinstance(c, (tuple, list)) else (c,) for c in channels)
-    if len(stages) != 4 or not all(
-        stage and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in stage)
-        for stage in stages
+    widths = [w for stage in stages for w in stage]
+    if (
+        len(stages) != 4
+        or not all(stages)
+        or not all(isinstance(w, int) and not isinstance(w, bool) for w in widths)
+        or not all(0 < w <= MAX_WIDTH for w in widths)
     ):
         raise ValueError(
             f"channels must have four entries, one per resolution (28, 14, 7, 3 pixels), each a "
-            f"positive int or a tuple of them, e.g. (16, 32, 64, 128) or ((8, 8), 12, 16, 16); "
-            f"got {channels!r}."
+            f"width (an int from 1 to {MAX_WIDTH}) or a tuple of widths; got {channels!r}. "
+            "Pass e.g. (16, 32, 64, 128), or ((8, 8), 12, 16, 16) for two blocks at 28x28."
         )
     return stages
 
@@ -130,8 +144,8 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_input(x: object) -> None:
-    """Raise ValueError unless x is a floating-point (N, 1, 28, 28) tensor."""
+def check_input(x: object, device: torch.device | None = None) -> None:
+    """Raise ValueError unless x is a floating-point (N, 1, 28, 28) tensor, on `device` if given."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(
             f"MNISTNet expects a torch.Tensor of shape (N, 1, 28, 28), got {type(x).__name__}."
@@ -142,4 +156,9 @@ def check_input(x: object) -> None:
             f"got shape {tuple(x.shape)} with dtype {x.dtype}. "
             "Add a channel axis with x.unsqueeze(1) for (N, 28, 28) images, and convert "
             "uint8 pixels with x.float() / 255 followed by the normalisation in utils.py."
+        )
+    if device is not None and x.device != device:
+        raise ValueError(
+            f"MNISTNet's weights are on {device} but the input is on {x.device}. Move the input "
+            f"with x.to({str(device)!r}) (or the model with model.to({str(x.device)!r}))."
         )

@@ -8,8 +8,10 @@ Importing this module reads, downloads and prints nothing.
 
 import itertools
 import math
+import numbers
 import os
 import random
+import struct
 from pathlib import Path
 
 import torch
@@ -23,6 +25,14 @@ MNIST_STD = 0.3081
 # The training loader builds about this many images at a time (see MNISTLoader): enough to spread
 # the per-batch overhead, few enough to stay in the CPU's cache.
 CHUNK_IMAGES = 1024
+# The raw files torchvision.datasets.MNIST reads under <data_dir>/MNIST/raw/, with the number of
+# dimensions each holds: (N, 28, 28) images, (N,) labels.
+RAW_FILES = {
+    "train-images-idx3-ubyte": 3,
+    "train-labels-idx1-ubyte": 1,
+    "t10k-images-idx3-ubyte": 3,
+    "t10k-labels-idx1-ubyte": 1,
+}
 
 
 class BatchRandomAffine(torch.nn.Module):
@@ -181,13 +191,19 @@ def get_data_loaders(
     whole set there. `num_workers=0` is the default because batches cost little to build and
     workers would compete with the model for the CPU cores. `seed` fixes the shuffling and the
     augmentation in workers. `max_samples` keeps the first n images of each split (smoke runs).
+    A bad argument, or a missing or damaged file, is refused by name before any data is read.
     """
-    if max_samples is not None and (
-        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
-    ):
-        raise ValueError(
-            f"max_samples must be None (every image) or a positive int; got {max_samples!r}."
-        )
+    check_number("batch_size", batch_size, 1, integer=True, fix="Pass e.g. batch_size=128.")
+    check_number("test_batch_size", test_batch_size, 1, integer=True, fix="Pass e.g. 1000.")
+    check_number("num_workers", num_workers, 0, integer=True, fix="Pass 0 for no workers.")
+    fix = "Pass 0 for none, or augment=False for no augmentation."
+    check_number("rotation", rotation, 0, fix=fix)
+    check_number("shift", shift, 0, fix=fix)
+    check_number("zoom", zoom, 0, below=1, fix=fix)  # a zoom of 1 could scale a digit by 0
+    if seed is not None:  # manual_seed's range (it takes a negative seed as 2**64 plus it)
+        check_number("seed", seed, 0, below=2**64, integer=True, fix="Pass None for no seed.")
+    if max_samples is not None:
+        check_number("max_samples", max_samples, 1, integer=True, fix="None keeps every image.")
     device = torch.device(device)
     if num_workers and device.type != "cpu":
         raise ValueError(
@@ -195,6 +211,7 @@ def get_data_loaders(
             "Use num_workers=0 when the data lives on an accelerator."
         )
     root = resolve_data_dir(data_dir)
+    check_mnist_files(root, download)
     splits = {}
     for train in (True, False):
         split = datasets.MNIST(root, train=train, download=download)
@@ -228,8 +245,64 @@ def get_data_loaders(
     return train_loader, test_loader
 
 
-# The name the user's description gives the loader builder; one implementation behind both.
+# The course template's name for the same function.
 transforms_data = get_data_loaders
+
+
+def check_number(
+    name: str, value: object, low: int, below: float = math.inf, *, integer: bool = False, fix: str
+) -> None:
+    """Raise ValueError naming `name` unless `value` is a number (an int if `integer`, never a
+    bool) with low <= value < below; `fix` ends the message."""
+    kind = numbers.Integral if integer else numbers.Real
+    # NaN fails every comparison, and infinity is not below math.inf: both are refused.
+    if not isinstance(value, bool) and isinstance(value, kind) and low <= value < below:
+        return
+    number = "an int" if integer else "a finite number"
+    allowed = f"{number} >= {low}" if below == math.inf else f"{number} in [{low}, {below})"
+    raise ValueError(f"{name} must be {allowed}; got {value!r}. {fix}")
+
+
+def check_mnist_files(root: Path, download: bool) -> None:
+    """Raise, naming the folder or file and the fix, unless MNIST's raw files under `root` are
+    whole, or missing and about to be downloaded."""
+    raw = (root / "MNIST" / "raw").absolute()
+    file = next((path for path in (root, *root.parents) if path.is_file()), None)
+    if file is not None:
+        raise ValueError(
+            f"The data folder {root} (data_dir, else $MNIST_DATA_DIR, else ./data) is not a "
+            f"folder: {file} is a file. Pass as data_dir the folder that holds MNIST/raw/."
+        )
+    missing = [name for name in RAW_FILES if not (raw / name).is_file()]
+    if missing and not download:
+        raise FileNotFoundError(
+            f"MNIST was not found in {raw}: missing {', '.join(missing)}. Pass data_dir (or set "
+            "$MNIST_DATA_DIR) to the folder that holds MNIST/raw/, or pass download=True to "
+            f"download it into {raw}."
+        )
+    if not missing:  # else torchvision downloads all four, checking their MD5 sums
+        for name, ndim in RAW_FILES.items():
+            check_idx_file(raw / name, ndim)
+
+
+def check_idx_file(path: Path, ndim: int) -> None:
+    """Raise RuntimeError unless `path` is as long as its header says: an idx file of uint8 with
+    `ndim` dimensions, as torchvision reads them (reading only the header)."""
+    header_size = 4 + 4 * ndim
+    with open(path, "rb") as f:
+        header = f.read(header_size)
+        size = os.fstat(f.fileno()).st_size
+    if len(header) == header_size and header[:4] == bytes([0, 0, 8, ndim]):
+        expected = header_size + math.prod(struct.unpack(f">{ndim}I", header[4:]))
+        if size == expected:
+            return
+        problem = f"is {size:,} bytes long but its header says {expected:,}"
+    else:
+        problem = f"does not start with the header of {ndim}-d uint8 idx data (00 00 08 0{ndim})"
+    raise RuntimeError(
+        f"{path} {problem}: it is truncated or corrupt. Delete it and run again with "
+        f"download=True, or copy a good {path.name} into {path.parent}."
+    )
 
 
 def set_seed(seed: int) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from model import MNISTNet, count_parameters, receptive_field, stage_widths
+from model import MAX_WIDTH, MNISTNet, count_parameters, receptive_field, stage_widths
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
@@ -57,6 +57,14 @@ def test_bad_input_raises_clear_error(model, x):
 def test_non_tensor_input_raises(model):
     with pytest.raises(ValueError, match="got list"):
         model([[0.0] * 28] * 28)
+
+
+def test_input_on_another_device_than_the_weights_raises(model):
+    with pytest.raises(ValueError) as info:
+        model(torch.randn(2, 1, 28, 28, device="meta"))
+    message = str(info.value)
+    assert "weights are on cpu but the input is on meta" in message
+    assert "x.to('cpu')" in message and "model.to('meta')" in message
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch and torchvision: seconds
@@ -171,3 +179,43 @@ def test_bad_channels_raise_clear_error(channels):
 def test_a_dropout_outside_0_to_1_is_refused_at_once(dropout):
     with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\)"):
         MNISTNet(dropout=dropout)
+
+
+def test_widths_beyond_the_maximum_are_refused_before_anything_is_allocated():
+    for channels in [(2**40, 1, 1, 1), (8, (8, MAX_WIDTH + 1), 8, 8)]:
+        with pytest.raises(ValueError, match=rf"channels must .* from 1 to {MAX_WIDTH}\) .*; got "):
+            MNISTNet(channels=channels)
+    assert MNISTNet(channels=(MAX_WIDTH, 1, 1, 1)).block1.conv.out_channels == MAX_WIDTH
+
+
+# Another number of blocks per resolution: the loop over them must follow it when compiled.
+SHAPES = [(16, (32, 32), 64, 128), ((8, 8), (12, 12), 16, (10, 10))]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("channels", SHAPES)
+def test_torch_jit_script_computes_what_the_model_does(channels):
+    model = MNISTNet(channels).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(scripted(x), model(x))
+    assert list(scripted.state_dict()) == list(model.state_dict())
+
+
+@pytest.mark.parametrize("channels", SHAPES)
+def test_torch_export_computes_what_the_model_does_for_any_batch_size(channels):
+    model = MNISTNet(channels).eval()
+    batch = torch.export.Dim("batch")
+    exported = torch.export.export(
+        model, (torch.randn(3, 1, 28, 28),), dynamic_shapes={"x": {0: batch}}
+    ).module()
+    for n in (2, 5):
+        x = torch.randn(n, 1, 28, 28)
+        assert torch.equal(exported(x), model(x))
+
+
+def test_torch_compile_traces_the_checks_without_a_graph_break(model):
+    # The "eager" backend runs what Dynamo traced without generating code, so no C++ compiler.
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(compiled(x), model(x))

@@ -3,7 +3,9 @@
 import math
 import os
 import random
+import re
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -204,7 +206,7 @@ def test_get_device_is_the_accelerator_when_there_is_one(monkeypatch):
 
 
 def test_transforms_data_builds_the_same_loaders(tiny_root):
-    """The user's name for the loader builder: same arguments, same batches."""
+    """The course template's name for the loader builder: same arguments, same batches."""
     batches = []
     for build in (utils.transforms_data, utils.get_data_loaders):
         train_loader, test_loader = build(data_dir=tiny_root, batch_size=8, augment=False, seed=3)
@@ -320,7 +322,113 @@ def test_the_seed_files_stand_alone(tmp_path):
     assert result.stdout.split() == [str(TINY_TRAIN), str(TINY_TEST), "True", str(every_parameter)]
 
 
-@pytest.mark.parametrize("bad", [-1, 0, 2.5, True])
-def test_max_samples_other_than_a_positive_int_is_refused(tiny_root, bad):
-    with pytest.raises(ValueError, match=f"max_samples must be None .* got {bad!r}"):
-        utils.get_data_loaders(data_dir=tiny_root, max_samples=bad)
+@pytest.fixture
+def no_reading(monkeypatch):
+    """torchvision's MNIST made to fail the test: what a test passes is refused before it runs."""
+
+    def read(*args, **kwargs):
+        raise AssertionError("MNIST was read before the arguments and files were checked")
+
+    monkeypatch.setattr(utils.datasets, "MNIST", read)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("batch_size", 0),  # was a ZeroDivisionError
+        ("batch_size", "64"),
+        ("batch_size", True),
+        ("batch_size", 32.0),
+        ("test_batch_size", -1),
+        ("num_workers", -1),
+        ("num_workers", 1.5),
+        ("rotation", math.nan),
+        ("rotation", -10),
+        ("shift", math.nan),  # was accepted, and made every training pixel NaN
+        ("shift", math.inf),
+        ("shift", "0.1"),
+        ("zoom", 1),  # a zoom of 1 would scale some digits by 0
+        ("zoom", -0.1),
+        ("zoom", False),
+        ("seed", -1),
+        ("seed", 2**64),
+        ("seed", "1"),
+        ("max_samples", 0),
+        ("max_samples", 2.5),
+        ("max_samples", True),
+    ],
+)
+def test_a_bad_argument_is_refused_naming_it_before_any_data_is_read(
+    tiny_root, no_reading, name, value
+):
+    with pytest.raises(ValueError, match=rf"^{name} must be .*; got {re.escape(repr(value))}\. "):
+        utils.get_data_loaders(data_dir=tiny_root, **{name: value})
+
+
+def test_the_edges_of_each_range_are_allowed(tiny_root):
+    train_loader, test_loader = utils.get_data_loaders(
+        data_dir=tiny_root, batch_size=1, test_batch_size=1, num_workers=0, rotation=0, shift=0,
+        zoom=0.999, seed=2**64 - 1, max_samples=1,
+    )  # fmt: skip
+    assert [len(y) for _, y in train_loader] == [1] and [len(y) for _, y in test_loader] == [1]
+
+
+def test_missing_mnist_names_the_folder_looked_in_and_the_fix(tmp_path, no_reading):
+    with pytest.raises(FileNotFoundError) as info:
+        utils.get_data_loaders(data_dir=tmp_path / "nope", download=False)
+    message = str(info.value)
+    assert f"MNIST was not found in {tmp_path / 'nope' / 'MNIST' / 'raw'}: missing " in message
+    assert all(name in message for name in utils.RAW_FILES)
+    assert "data_dir" in message and "$MNIST_DATA_DIR" in message and "download=True" in message
+
+
+def test_a_missing_file_is_named_alone(tiny_copy, no_reading):
+    raw = tiny_copy / "MNIST" / "raw"
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        utils.get_data_loaders(data_dir=tiny_copy, download=False)
+    assert f"in {raw}: missing t10k-labels-idx1-ubyte. " in str(info.value)
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tiny_root, no_reading, no_network):
+    file = tiny_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    for data_dir in (file, file / "data"):
+        with pytest.raises(ValueError) as info:
+            utils.get_data_loaders(data_dir=data_dir, download=True)
+        assert f"is not a folder: {file} is a file. Pass as data_dir the folder" in str(info.value)
+    assert no_network == []
+
+
+def cut(path):
+    path.write_bytes(path.read_bytes()[:-1])
+
+
+def pad(path):
+    path.write_bytes(path.read_bytes() + b"\0")
+
+
+def unmark(path):
+    path.write_bytes(b"\0\0\x0d" + path.read_bytes()[3:])  # float data, not torchvision's uint8
+
+
+@pytest.mark.parametrize("damage", [cut, pad, unmark])
+@pytest.mark.parametrize("name", utils.RAW_FILES)
+def test_a_truncated_or_corrupt_file_is_named(tiny_copy, no_reading, no_network, name, damage):
+    path = tiny_copy / "MNIST" / "raw" / name
+    damage(path)
+    with pytest.raises(RuntimeError) as info:
+        utils.get_data_loaders(data_dir=tiny_copy, download=True)
+    assert str(info.value).startswith(f"{path} ")
+    assert "truncated or corrupt. Delete it and run again with download=True" in str(info.value)
+    assert no_network == []
+
+
+def test_a_file_cut_short_is_named_with_both_sizes(tiny_copy, no_reading):
+    """MNIST's training images cut to 1,000,000 bytes, where torchvision's error names no file."""
+    path = tiny_copy / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 60_000, 28, 28)
+    path.write_bytes(header + bytes(1_000_000 - len(header)))
+    expected = len(header) + 60_000 * 28 * 28
+    with pytest.raises(RuntimeError) as info:
+        utils.get_data_loaders(data_dir=tiny_copy, download=False)
+    assert f"{path} is 1,000,000 bytes long but its header says {expected:,}: " in str(info.value)

@@ -1,1 +1,0 @@
-"""One-off checks behind figures in the docs, with the files they wrote."""
