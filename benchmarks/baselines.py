@@ -18,45 +18,25 @@ import utils
 from benchmarks import common
 from model import count_parameters
 from utils import MNIST_MEAN, MNIST_STD
-from workbench.folders import METRIC_KEYS
-from workbench.provenance import machine_load
+from workbench.schema import METRIC_KEYS
 
 
-class S5TemplateNet(nn.Module):
+def conv(in_channels, out_channels):
+    return [nn.Conv2d(in_channels, out_channels, 3), nn.ReLU()]  # unpadded, as both sources
+
+
+def s5_template_net():
     """The course template's CNN: four unpadded 3x3 convs, two max-pools, 4096 -> 50 -> 10."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3)
-        self.conv2 = nn.Conv2d(32, 64, 3)
-        self.conv3 = nn.Conv2d(64, 128, 3)
-        self.conv4 = nn.Conv2d(128, 256, 3)
-        self.fc1 = nn.Linear(4096, 50)
-        self.fc2 = nn.Linear(50, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        x = F.max_pool2d(F.relu(self.conv4(F.relu(self.conv3(x)))), 2)
-        x = F.relu(self.fc1(x.flatten(1)))
-        return F.log_softmax(self.fc2(x), dim=1)
+    features = [*conv(1, 32), *conv(32, 64), nn.MaxPool2d(2), *conv(64, 128), *conv(128, 256)]
+    head = [nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4096, 50), nn.ReLU(), nn.Linear(50, 10)]
+    return nn.Sequential(*features, *head, nn.LogSoftmax(dim=1))
 
 
-class ExamplesNet(nn.Module):
+def examples_net():
     """pytorch/examples' MNIST CNN: two 3x3 convs, a max-pool, dropout, 9216 -> 128 -> 10."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3)
-        self.conv2 = nn.Conv2d(32, 64, 3)
-        self.dropout1 = nn.Dropout(0.25)
-        self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(9216, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        x = F.relu(self.fc1(self.dropout1(x).flatten(1)))
-        return F.log_softmax(self.fc2(self.dropout2(x)), dim=1)
+    features = [*conv(1, 32), *conv(32, 64), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten()]
+    head = [nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10)]
+    return nn.Sequential(*features, *head, nn.LogSoftmax(dim=1))
 
 
 def pil_loaders(data_dir, train_images, train_transform, batch_size, test_batch_size, num_workers):
@@ -84,7 +64,7 @@ def setup_s5_template(data_dir, train_images):
     train_loader, test_loader = pil_loaders(
         data_dir, train_images, train_transform, 512, 512, num_workers=2
     )
-    model = S5TemplateNet()
+    model = s5_template_net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=15, gamma=0.1)
     return model, optimizer, scheduler, train_loader, test_loader
@@ -93,7 +73,7 @@ def setup_s5_template(data_dir, train_images):
 def setup_examples(data_dir, train_images):
     # pytorch/examples shuffles only on CUDA; shuffling here gives the baseline its best case.
     train_loader, test_loader = pil_loaders(data_dir, train_images, [], 64, 1000, num_workers=0)
-    model = ExamplesNet()
+    model = examples_net()
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
     return model, optimizer, scheduler, train_loader, test_loader
@@ -123,17 +103,14 @@ def train_run(name, data_dir, train_images, epochs, seed, stop_at=None):
     utils.set_seed(seed)
     model, optimizer, scheduler, train_loader, test_loader = SETUPS[name](data_dir, train_images)
     n = len(train_loader.dataset)
-    load = machine_load()
+    load = common.machine_load()
     history = {key: [] for key in METRIC_KEYS}
     for epoch in range(1, epochs + 1):
         model.train()
         lr = optimizer.param_groups[0]["lr"]
         total_loss, correct = 0.0, 0
         start = time.perf_counter()
-        progress = tqdm(
-            train_loader, desc=f"{name} seed {seed} epoch {epoch}/{epochs}", leave=False
-        )
-        for data, target in progress:
+        for data, target in tqdm(train_loader, desc=f"{name} epoch {epoch}", leave=False):
             optimizer.zero_grad(set_to_none=True)
             output = model(data)
             loss = F.nll_loss(output, target)
@@ -144,21 +121,11 @@ def train_run(name, data_dir, train_images, epochs, seed, stop_at=None):
         scheduler.step()
         train_s = time.perf_counter() - start
         test_loss, test_acc = evaluate(model, test_loader)
-        values = (
-            total_loss / n,
-            100 * correct / n,
-            test_loss,
-            test_acc,
-            lr,
-            train_s,
-            time.perf_counter() - start,
-        )
+        epoch_s = time.perf_counter() - start
+        values = (total_loss / n, 100 * correct / n, test_loss, test_acc, lr, train_s, epoch_s)
         for key, value in zip(METRIC_KEYS, values):
             history[key].append(value)
-        tqdm.write(
-            f"{name} seed {seed} epoch {epoch}: train {train_s:.1f} s, "
-            f"test accuracy {test_acc:.2f}%"
-        )
+        tqdm.write(f"{name} seed {seed} epoch {epoch}: {train_s:.1f} s, {test_acc:.2f}%")
         if stop_at is not None and test_acc >= stop_at:
             break
     metrics = dict(epochs_done=len(history["test_acc"]), epochs_planned=epochs, history=history)

@@ -1,27 +1,14 @@
 """The notebook under the course's parameter budgets: fewer than 20,000 and fewer than 8,000
-parameters, each a setting of the parameters cell, run on several seeds.
-
-    python -m benchmarks.budgets                # both budgets, seeds 1-5
-    python -m benchmarks.budgets --only 8k      # one of them
-    python -m benchmarks.budgets --summarize    # the summary and table again, from the runs saved
-
-Writes benchmarks/budgets.json (one record per run, as benchmarks.common makes them, with the
-provenance) and prints the table of docs/budgets.md.
+parameters, each a setting of the parameters cell, run on several seeds by benchmarks.benchmark
+(`--only 20k 8k` for these alone), which writes benchmarks/budgets.json and docs/budgets.md's table.
 """
 
-import argparse
-import json
-from pathlib import Path
-
 from benchmarks import common
-from utils import resolve_data_dir
-from workbench.files import save_json
-from workbench.provenance import REPO, provenance
 
-RESULTS = REPO / "benchmarks" / "budgets.json"
+RESULTS = common.REPO / "benchmarks" / "budgets.json"
 # Both budgets train the same way: networks this small underfit the default augmentation, so they
-# halve it (and keep dropout off, as the defaults now do too). COMPILE and PRECISION stay "auto":
-# whether compiling pays differs from CPU to CPU (docs/results.md, "How close to the machine").
+# halve it (and keep dropout off). COMPILE and PRECISION stay "auto": whether compiling pays
+# differs from CPU to CPU (docs/results.md, "How close to the machine").
 SMALL_NETWORK_TRAINING = dict(EPOCHS=15, DROPOUT=0.0, ROTATION=5.0, SHIFT=0.05, ZOOM=0.05)
 # budget name: (the most parameters allowed, the parameters-cell values that select the setting).
 SETTINGS = {
@@ -70,36 +57,20 @@ def summarize(name, records):
     )
 
 
-def as_file(records, found):
-    """budgets.json's content: the runs, their summary, the settings they ran and where."""
-    names = dict.fromkeys(r["label"] for r in records)  # in the order they ran
-    return dict(
-        provenance=found,
-        settings={name: SETTINGS[name][1] for name in names},
-        runs=records,
-        summary=summary_of(records),
-    )
-
-
 def summary_of(records):
     names = dict.fromkeys(r["label"] for r in records)  # in the order they ran
     return {name: summarize(name, [r for r in records if r["label"] == name]) for name in names}
 
 
+def as_file(records, found):
+    """budgets.json's content: the runs, their summary, the settings they ran and where."""
+    settings = {r["label"]: SETTINGS[r["label"]][1] for r in records}
+    return dict(provenance=found, settings=settings, runs=records, summary=summary_of(records))
+
+
 def markdown_table(summary):
-    header = [
-        "budget",
-        "parameters",
-        "receptive field",
-        "epochs",
-        "final test accuracy: median (min-max)",
-        "lowest in the last 3 epochs",
-        "with TTA: median (min-max)",
-        "s / training epoch",
-        '`make run PARAMS="..."`',
-    ]
     rows = [
-        [
+        (
             f"< {s['budget']:,}",
             f"{s['parameter_count']:,}",
             f"{s['receptive_field']}x{s['receptive_field']}",
@@ -110,39 +81,12 @@ def markdown_table(summary):
             f"{s['tta_acc_median']:.2f}% ({s['tta_acc_min']:.2f}-{s['tta_acc_max']:.2f})",
             f"{s['epoch_train_s']:.1f}",
             f"`{s['make_params']}`",
-        ]
+        )
         for s in summary.values()
     ]
+    header = (
+        "budget | parameters | receptive field | epochs | final test accuracy: median "
+        "(min-max) | lowest in the last 3 epochs | with TTA: median (min-max) | "
+        's / training epoch | `make run PARAMS="..."`'
+    )
     return common.markdown_table(header, rows, "lrrrlrlrl")
-
-
-def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--only", choices=SETTINGS, nargs="+", default=list(SETTINGS))
-    common.add_run_options(parser)
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument(
-        "--summarize",
-        action="store_true",
-        help="recompute the summary of --out's runs; run nothing",
-    )
-    args = parser.parse_args()
-    if args.summarize:
-        result = json.loads(Path(args.out).read_text())
-        result["summary"] = summary_of(result["runs"])
-        save_json(result, Path(args.out))
-        print(markdown_table(result["summary"]))
-        return
-
-    data_dir = resolve_data_dir(args.data_dir)
-    found = provenance()
-    records = run_settings(args.only, args.seeds, data_dir)
-    result = as_file(records, found)
-    save_json(result, Path(args.out))
-    print(markdown_table(result["summary"]))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,83 +1,104 @@
-"""What the benchmark scripts share: running the notebook, the run record, statistics, tables.
+"""What the benchmark scripts share: running the notebook, the run record and its figures, where
+and with what code a figure was made, and markdown tables.
 
-Every run, the notebook's or a baseline's, becomes one record of the same shape, from the run to
-the JSON files and logs: its label, seed, parameter count and the machine's load as it started,
-with `metrics` exactly as the notebook's metrics.json holds them (`history` with one value per
-epoch for each of folders.METRIC_KEYS, and `final_test_acc` with test-time augmentation).
+Every run, the notebook's or a baseline's, becomes one record of the same shape: its label, seed,
+parameter count and the machine's load as it started, with `metrics` exactly as the notebook's
+metrics.json holds them (`history`, one value per epoch for each of schema.METRIC_KEYS, and
+`final_test_acc`, with test-time augmentation).
 """
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from model import receptive_field
 from workbench import folders, runs
+from workbench.files import atomic_write, json_writer
 from workbench.mnist import TRAIN_IMAGES
-from workbench.provenance import REPO, machine_load
+from workbench.provenance import REPO, cpu_model, git_commit
 
 SEEDS = [1, 2, 3, 4, 5]  # the seeds of every figure the docs quote
 FULL_EPOCH = TRAIN_IMAGES  # training images in an epoch of the full training split
 NOTEBOOK = REPO / "S5.ipynb"
-
-
-def notebook_source(cell_id: str) -> str:
-    """The source of S5.ipynb's cell with this id, as committed."""
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    return "".join(next(c for c in cells if c.get("id") == cell_id)["source"])
-
-
-def run_cells(
-    cell_ids: Iterable[str], namespace: dict[str, Any] | None = None, **parameters: Any
-) -> dict[str, Any]:
-    """Run S5.ipynb's cells `cell_ids` in `namespace`, without a kernel; return the namespace.
-
-    `namespace` is a new one by default; `parameters` replace the parameters cell's values.
-    """
-    namespace = {} if namespace is None else namespace
-    for cell_id in cell_ids:
-        exec(compile(notebook_source(cell_id), f"S5.ipynb:{cell_id}", "exec"), namespace)
-        if cell_id == "parameters":
-            namespace.update(parameters)
-    return namespace
+# The CPU features that decide how fast the training step can go: vector width and BF16 support.
+SPEED_FLAGS = (
+    "avx2 fma avx512f avx512_bf16 avx512_fp16 avx512_vnni amx_bf16 amx_tile asimd sve bf16"
+)
 
 
 def notebook_defaults() -> dict[str, Any]:
     """The values S5.ipynb's parameters cell defines, read from the cell (it imports nothing)."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    source = "".join(next(c for c in cells if c.get("id") == "parameters")["source"])
     defined = {}
-    exec(notebook_source("parameters"), {}, defined)
+    exec(source, {}, defined)
     return defined
 
 
-def record(
-    label: str,
-    seed: int,
-    parameter_count: int,
-    metrics: dict[str, Any],
-    load_at_start: dict[str, Any] | None,
-    **extra: Any,
-) -> dict[str, Any]:
+def cpu_identity() -> dict[str, Any]:
+    """The CPU's model name, family and model numbers and the SPEED_FLAGS it has (Linux)."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    found = dict(model_name=cpu_model(), family=fields.get("cpu family"), model=fields.get("model"))
+    return dict(**found, speed_flags=[flag for flag in SPEED_FLAGS.split() if flag in flags])
+
+
+def machine_load(seconds: float = 2.0) -> dict[str, float | None]:
+    """How busy the machine is while this process waits: the share of all CPU time others use,
+    from /proc/stat over `seconds` (Linux; None elsewhere), and the 1-minute load average, which
+    lags a minute behind."""
+
+    def cpu_times():
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+    try:
+        idle0, total0 = cpu_times()
+        time.sleep(seconds)
+        idle1, total1 = cpu_times()
+        busy = 1 - (idle1 - idle0) / max(total1 - total0, 1)
+    except (OSError, ValueError, IndexError):
+        busy = None
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return dict(busy_share=busy, load_average_1min=load)
+
+
+def provenance() -> dict[str, Any]:
+    """Where, when and with what a set of runs was made."""
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    found = dict(created=created, git_commit=git_commit(), cpu=cpu_model())
+    versions = dict(python=platform.python_version(), torch=torch.__version__)
+    return dict(**found, threads=torch.get_num_threads(), **versions, load_at_start=machine_load())
+
+
+def save_json(data: Any, path: str | os.PathLike) -> None:
+    """Write `data` as indented JSON to `path` atomically."""
+    atomic_write(path, json_writer(data))
+
+
+def record(label, seed, parameter_count, metrics, load_at_start, **extra) -> dict[str, Any]:
     """One run's record: who ran, and its metrics in metrics.json's shape."""
-    return dict(
-        label=label,
-        seed=seed,
-        parameter_count=parameter_count,
-        load_at_start=load_at_start,
-        **extra,
-        metrics=metrics,
-    )
+    who = dict(label=label, seed=seed, parameter_count=parameter_count)
+    return dict(**who, load_at_start=load_at_start, **extra, metrics=metrics)
 
 
-def run_notebook(
-    label: str,
-    parameters: dict[str, Any],
-    seed: int,
-    data_dir: str | Path,
-    output_dir: str | Path | None = None,
-) -> dict[str, Any]:
+def run_notebook(label, parameters, seed, data_dir, output_dir=None) -> dict[str, Any]:
     """Execute S5.ipynb once with `parameters` and `seed`; return its record.
 
     The numbers are the notebook's own, read back from the run folder it saved. That folder goes
@@ -90,12 +111,7 @@ def run_notebook(
         values = {**parameters, "SEED": seed, "DATA_DIR": str(data_dir), "OUTPUT_DIR": str(out)}
         load = machine_load()
         papermill.execute_notebook(
-            NOTEBOOK,
-            Path(tmp) / "S5.ipynb",
-            parameters=values,
-            cwd=REPO,
-            kernel_name="python3",
-            progress_bar=False,
+            NOTEBOOK, Path(tmp) / "S5.ipynb", parameters=values, cwd=REPO, progress_bar=False
         )
         run = folders.read_run(runs.latest_run(out))
     return record(
@@ -122,9 +138,8 @@ def final_acc(run: dict[str, Any]) -> float:
 
 
 def wall_times(run: dict[str, Any]) -> list[float]:
-    """Seconds from the start of training to the end of each epoch's test pass, counting the
-    seconds workbench.speed.choose took before training started (measuring the modes COMPILE and
-    PRECISION "auto" allow, compiling the mode chosen)."""
+    """Seconds from the start of choosing the mode (params.json's speed "seconds") to the end of
+    each epoch's test pass."""
     total, walls = (run.get("speed") or {}).get("seconds", 0.0), []
     for seconds in history(run)["epoch_time_s"]:
         total += seconds
@@ -156,30 +171,20 @@ def median_epoch_train_s(records: Iterable[dict[str, Any]]) -> float:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options every script that runs the notebook takes: the data folder and the seeds."""
-    parser.add_argument(
-        "--data-dir", default=None, help="MNIST folder (default: $MNIST_DATA_DIR, else ./data)"
-    )
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=SEEDS, help="seeds of the notebook runs"
-    )
+    parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_DATA_DIR, else ./data)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="the runs' seeds")
 
 
 def spread(values: Iterable[float], name: str) -> dict[str, float]:
     """{name_median, name_min, name_max} of `values`."""
     values = list(values)
-    return {
-        f"{name}_median": statistics.median(values),
-        f"{name}_min": min(values),
-        f"{name}_max": max(values),
-    }
+    median, low, high = statistics.median(values), min(values), max(values)
+    return {f"{name}_median": median, f"{name}_min": low, f"{name}_max": high}
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str) -> str:
-    """A markdown table; `align` has one letter per column: l (left) or r (right)."""
+def markdown_table(header: str, rows: Iterable[Sequence[Any]], align: str) -> str:
+    """A markdown table: `header` its column names joined by " | ", `align` a letter per column,
+    l (left) or r (right)."""
     rules = {"l": "---", "r": "---:"}
-    lines = [header, [rules[a] for a in align], *rows]
+    lines = [header.split(" | "), [rules[a] for a in align], *rows]
     return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
-
-
-def percent(value: float) -> str:
-    return f"{value:.2f}%"

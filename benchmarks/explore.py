@@ -5,8 +5,7 @@
 
 Each run appends one line to benchmarks/exploration.jsonl: the run's record (benchmarks.common: the
 label, the parameters changed, the seed, the parameter count and the run's metrics.json) and the
-machine it ran on. The log is
-committed, so no exploration is lost; benchmarks/exploration.md summarises it.
+machine it ran on. The log is committed; benchmarks/exploration.md says what it shows.
 """
 
 import argparse
@@ -17,16 +16,12 @@ from pathlib import Path
 
 from benchmarks import common
 from utils import resolve_data_dir
-from workbench.provenance import REPO, provenance
 
-LOG = REPO / "benchmarks" / "exploration.jsonl"
+LOG = common.REPO / "benchmarks" / "exploration.jsonl"
 
 
 def parse_value(text):
-    """A Python literal (3, 0.1, [8, 12, 16, 20], True), else the text itself.
-
-    Tuples become lists: papermill writes a list into the parameters cell, but a tuple as text.
-    """
+    """A Python literal (3, 0.1, [8, 12], True) else the text; a tuple as papermill writes it."""
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -36,38 +31,22 @@ def parse_value(text):
 
 def summary_table(log):
     """One markdown row per variant of the log: its seeds' final accuracies and their median."""
-    records = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
     variants = {}
-    for r in records:
-        variants.setdefault(r["label"], []).append(r)
+    for record in map(json.loads, filter(str.strip, Path(log).read_text().splitlines())):
+        variants.setdefault(record["label"], []).append(record)
     rows = []
     for label, mine in variants.items():
-        finals = [common.final_acc(r) for r in mine]
-        tta = common.tta_accs(mine)
-        rows.append(
-            [
-                label,
-                f"{mine[0]['parameter_count']:,}",
-                len(common.history(mine[0])["test_acc"]),
-                ", ".join(str(r["seed"]) for r in mine),
-                ", ".join(f"{a:.2f}" for a in finals),
-                f"{statistics.median(finals):.2f}",
-                f"{common.lowest_of_last(mine, 3):.2f}",
-                f"{statistics.median(tta):.2f}" if tta else "-",
-                f"{common.median_epoch_train_s(mine):.1f}",
-            ]
-        )
-    header = [
-        "variant",
-        "parameters",
-        "epochs",
-        "seeds",
-        "final test accuracy per seed",
-        "median",
-        "lowest of the last 3 epochs",
-        "with TTA (median)",
-        "s / training epoch (median)",
-    ]
+        finals, tta = [common.final_acc(r) for r in mine], common.tta_accs(mine)
+        seeds, accs = ", ".join(str(r["seed"]) for r in mine), ", ".join(f"{a:.2f}" for a in finals)
+        epochs, lows = len(common.history(mine[0])["test_acc"]), common.lowest_of_last(mine)
+        rows.append((label, f"{mine[0]['parameter_count']:,}", epochs, seeds, accs,
+                     *(f"{x:.2f}" for x in (statistics.median(finals), lows)),
+                     f"{statistics.median(tta):.2f}" if tta else "-",
+                     f"{common.median_epoch_train_s(mine):.1f}"))  # fmt: skip
+    header = (
+        "variant | parameters | epochs | seeds | final test accuracy per seed | median | "
+        "lowest of the last 3 epochs | with TTA (median) | s / training epoch (median)"
+    )
     return common.markdown_table(header, rows, "lrrllrrrr")
 
 
@@ -76,9 +55,7 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("label", nargs="?", help="what this variant changes, in words")
-    parser.add_argument(
-        "--summary", action="store_true", help="print the log as a markdown table and stop"
-    )
+    parser.add_argument("--summary", action="store_true", help="print the log as a table")
     parser.add_argument(
         "-p",
         nargs=2,
@@ -91,32 +68,22 @@ def main():
     parser.add_argument("--log", default=str(LOG), help="JSON-lines file to append to")
     parser.add_argument(
         "--keep",
-        default=str(REPO / "outputs" / "explore"),
+        default=str(common.REPO / "outputs" / "explore"),
         help="folder that keeps every run's folder (weights, metrics)",
     )
     args = parser.parse_args()
     if args.summary:
-        print(summary_table(args.log))
-        return
+        return print(summary_table(args.log))
     if not args.label:
         parser.error("give the variant a label, or use --summary")
-
     parameters = {name: parse_value(value) for name, value in args.p}
-    data_dir = resolve_data_dir(args.data_dir)
-    finals, machine = [], provenance()  # each record has its own load_at_start
+    data_dir, machine, finals = resolve_data_dir(args.data_dir), common.provenance(), []
     for seed in args.seeds:
         record = common.run_notebook(args.label, parameters, seed, data_dir, args.keep)
-        record["machine"] = machine
         with open(args.log, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        history = common.history(record)
+            f.write(json.dumps({**record, "machine": machine}) + "\n")
         finals.append(common.final_acc(record))
-        print(
-            f"{args.label} seed {seed}: final {finals[-1]:.2f}%, "
-            f"last 3 {history['test_acc'][-3:]}, "
-            f"{statistics.median(history['train_time_s']):.1f} s per training epoch",
-            flush=True,
-        )
+        print(f"{args.label} seed {seed}: {finals[-1]:.2f}% after the last epoch", flush=True)
     print(
         f"{args.label}: median {statistics.median(finals):.2f}% over seeds {args.seeds} "
         f"(min {min(finals):.2f}, max {max(finals):.2f})"

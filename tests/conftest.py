@@ -12,9 +12,9 @@ import matplotlib
 import pytest
 import torch
 
-from benchmarks import common
+import notebook_cells
 from model import MNISTNet
-from workbench import folders, speed
+from workbench import folders, schema, speed
 
 matplotlib.use("Agg")  # figures are only checked and saved, never shown
 
@@ -138,7 +138,7 @@ def no_network(monkeypatch):
 @pytest.fixture(scope="session")
 def notebook_defaults():
     """The values the notebook's parameters cell defines, read from the cell itself."""
-    return common.notebook_defaults()
+    return notebook_cells.notebook_defaults()
 
 
 @pytest.fixture
@@ -160,9 +160,9 @@ def fake_run(params, model, accuracies, **changes):
     run_dir = folders.create(
         params["OUTPUT_DIR"], params, model, "cpu", None, resume_state={}, speed=AS_SET
     )
-    history = {key: [] for key in folders.METRIC_KEYS}
+    history = {key: [] for key in schema.METRIC_KEYS}
     for acc in accuracies:
-        for key in folders.METRIC_KEYS:
+        for key in schema.METRIC_KEYS:
             history[key].append(acc if key == "test_acc" else 1.0)
         folders.save_epoch(run_dir, history, model, params["EPOCHS"], resume_state={})
     return run_dir

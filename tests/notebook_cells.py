@@ -12,8 +12,37 @@ test data pass "SMOKE": true.
 
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
-from benchmarks.common import run_cells
+NOTEBOOK = Path(__file__).resolve().parent.parent / "S5.ipynb"
+
+
+def notebook_source(cell_id: str) -> str:
+    """The source of S5.ipynb's cell with this id, as committed."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return "".join(next(c for c in cells if c.get("id") == cell_id)["source"])
+
+
+def notebook_defaults() -> dict[str, Any]:
+    """The values S5.ipynb's parameters cell defines, read from the cell (it imports nothing)."""
+    defined = {}
+    exec(notebook_source("parameters"), {}, defined)
+    return defined
+
+
+def run_cells(cell_ids, namespace=None, **parameters) -> dict[str, Any]:
+    """Run S5.ipynb's cells `cell_ids` in `namespace`, without a kernel; return the namespace.
+
+    `namespace` is a new one by default; `parameters` replace the parameters cell's values.
+    """
+    namespace = {} if namespace is None else namespace
+    for cell_id in cell_ids:
+        exec(compile(notebook_source(cell_id), f"S5.ipynb:{cell_id}", "exec"), namespace)
+        if cell_id == "parameters":
+            namespace.update(parameters)
+    return namespace
+
 
 TRAINING_CELLS = (
     "imports", "parameters", "checks", "data", "model", "optimiser", "train-test", "training"

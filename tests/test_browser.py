@@ -19,8 +19,8 @@ from pathlib import Path
 import papermill
 import pytest
 
-from benchmarks.common import NOTEBOOK
 from conftest import REPO
+from notebook_cells import NOTEBOOK
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 # Chromium's own background traffic fails on a machine without internet, and slowly.

@@ -7,9 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.common import notebook_source
 from model import MNISTNet, stage_widths
-from notebook_cells import run_cells
+from notebook_cells import notebook_source, run_cells
 from utils import MNISTBatches, train_transform
 from workbench import cells, parameters, plots
 from workbench.session import Run

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model import MNISTNet
-from workbench import checkpoints
+from workbench import checkpoints, files
 
 
 class RunsCode:
@@ -32,7 +32,7 @@ def other_model(model, x):
 
 def test_round_trip_gives_the_same_predictions(model, tmp_path):
     path = tmp_path / "w.pt"
-    checkpoints.save_weights(model, path)
+    torch.save(model.state_dict(), path)
     x = torch.randn(4, 1, 28, 28)
     other = other_model(model, x)
     assert checkpoints.load_weights(other, path) is other
@@ -47,9 +47,9 @@ def test_state_bytes_are_a_weights_file(model, tmp_path):
     assert torch.equal(other(x), model(x))
 
 
-def test_save_file_round_trips_tensors_and_plain_data(tmp_path):
+def test_torch_writer_round_trips_tensors_and_plain_data(tmp_path):
     data = {"epoch": 3, "name": "run", "rng": torch.arange(5), "history": [1.5, {"lr": 0.1}]}
-    checkpoints.save_file(data, tmp_path / "resume.pt")
+    files.atomic_write(tmp_path / "resume.pt", checkpoints.torch_writer(data))
     loaded = checkpoints.load_file(tmp_path / "resume.pt")
     assert loaded.keys() == data.keys() and torch.equal(loaded.pop("rng"), data["rng"])
     assert loaded == {k: v for k, v in data.items() if k != "rng"}
@@ -75,7 +75,7 @@ def test_a_full_disk_while_saving_keeps_the_old_file_and_names_it(model, tmp_pat
 
     monkeypatch.setattr(torch, "save", save_into_a_full_disk)
     with pytest.raises(OSError, match=f"while writing {path}") as info:
-        checkpoints.save_weights(model, path)
+        files.atomic_write(path, checkpoints.torch_writer(model.state_dict()))
     assert info.value.errno == errno.EFBIG
     assert path.read_bytes() == b"the weights of the epoch before"
     assert [p.name for p in tmp_path.iterdir()] == ["w.pt"]  # no temporary file left
@@ -113,7 +113,7 @@ def test_missing_and_unexpected_keys_are_named(model, tmp_path):
 
 def test_truncated_checkpoint_is_reported(model, tmp_path):
     path = tmp_path / "w.pt"
-    checkpoints.save_weights(model, path)
+    torch.save(model.state_dict(), path)
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(checkpoints.CheckpointError, match="truncated or corrupt"):
         checkpoints.load_weights(model, path)
@@ -205,7 +205,7 @@ def test_integer_weights_of_the_right_shapes_are_refused(model, tmp_path):
 
 def test_a_device_this_machine_lacks_is_named_not_called_corruption(model, tmp_path):
     path = tmp_path / "w.pt"
-    checkpoints.save_weights(model, path)
+    torch.save(model.state_dict(), path)
     missing = "meta" if torch.accelerator.is_available() else "cuda"
     if torch.accelerator.is_available():
         pytest.skip("this machine has an accelerator; the check is for one without")

@@ -129,11 +129,11 @@ def test_atomic_write_makes_the_missing_folders(tmp_path):
     assert contents(path.parent) == {"x.bin": b"data"}
 
 
-def test_save_json_round_trips_and_replaces_the_file_whole(tmp_path):
+def test_json_written_atomically_round_trips_and_replaces_the_file_whole(tmp_path):
     path = tmp_path / "m.json"
     path.write_text("an older, longer file that must not show through")
     data = {"test_acc": [98.5, 99.1], "name": "run", "nested": {"epochs_done": 2}}
-    files.save_json(data, path)
+    files.atomic_write(path, files.json_writer(data))
     assert json.loads(path.read_text()) == data
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temporary file left
 
@@ -144,7 +144,7 @@ def test_written_files_follow_the_umask(tmp_path):
         assert files.current_umask() == 0o027
         assert files.current_umask() == 0o027  # reading it left it as it was
         files.atomic_write(tmp_path / "w.pt", writes(b"weights"))
-        files.save_json({}, tmp_path / "m.json")
+        files.atomic_write(tmp_path / "m.json", files.json_writer({}))
     finally:
         os.umask(old)
     assert (tmp_path / "w.pt").stat().st_mode & 0o777 == 0o640
@@ -164,7 +164,7 @@ def test_ctrl_c_while_files_are_written_together_waits_for_the_pair(tmp_path):
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt), files.interrupts_deferred():
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the two writes
-        files.save_json({"second": True}, tmp_path / "second.json")
+        files.atomic_write(tmp_path / "second.json", files.json_writer({"second": True}))
     assert json.loads((tmp_path / "second.json").read_text()) == {"second": True}
     assert signal.getsignal(signal.SIGINT) is handler
 

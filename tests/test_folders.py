@@ -13,14 +13,13 @@ import torch
 
 from conftest import AS_SET, fake_run
 from model import MNISTNet, count_parameters
-from workbench import folders, runs
+from workbench import folders, runs, schema
 
 
 def history_of(accuracies):
     """The history the training cell keeps after len(accuracies) epochs."""
     return {
-        key: [acc if key == "test_acc" else 1.0 for acc in accuracies]
-        for key in folders.METRIC_KEYS
+        key: [acc if key == "test_acc" else 1.0 for acc in accuracies] for key in schema.METRIC_KEYS
     }
 
 
@@ -185,7 +184,7 @@ def test_a_run_with_no_finished_epoch_has_no_result_files(params, model):
     run = folders.read_run(run_dir)
     assert run["metrics"] is None and run["path"] == run_dir
     assert not folders.is_whole(run_dir, 1)
-    with pytest.raises(folders.RunFolderError, match="has no finished epoch yet") as info:
+    with pytest.raises(schema.RunFolderError, match="has no finished epoch yet") as info:
         folders.check_weights_match(run)
     assert f"RESUME = {str(run_dir)!r}" in str(info.value)
 
@@ -378,7 +377,7 @@ def test_weights_that_are_not_the_ones_metrics_json_was_saved_with_are_refused(p
     else:
         weights.unlink()
     run = folders.read_run(run_dir)  # the JSON files alone are fine
-    with pytest.raises(folders.RunFolderError, match="is not the weights file .* was saved with"):
+    with pytest.raises(schema.RunFolderError, match="is not the weights file .* was saved with"):
         folders.check_weights_match(run)
     assert not folders.is_whole(run_dir, 1)
 
@@ -389,7 +388,7 @@ def test_a_damaged_or_hand_edited_file_is_refused_naming_the_file_and_the_value(
 ):
     run_dir = fake_run(params, model, [99.0])
     damage(run_dir / name, change)
-    with pytest.raises(folders.RunFolderError) as info:
+    with pytest.raises(schema.RunFolderError) as info:
         folders.read_run(run_dir)
     message = str(info.value)
     assert message.startswith(f"{run_dir / name} ")
@@ -420,7 +419,7 @@ def test_save_final_refuses_a_damaged_metrics_file_and_leaves_it(params, model):
     run_dir = fake_run(params, model, [98.0])
     damage(run_dir / folders.METRICS_FILE, lambda m: m.update(history=None))
     before = contents(run_dir)
-    with pytest.raises(folders.RunFolderError, match="gives history = None"):
+    with pytest.raises(schema.RunFolderError, match="gives history = None"):
         folders.save_final(run_dir, final_test_acc=99.0)
     assert contents(run_dir) == before
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from benchmarks.common import NOTEBOOK
 from conftest import REPO
-from workbench import comparison, folders, parameters, runs
+from notebook_cells import NOTEBOOK
+from workbench import comparison, folders, parameters, runs, schema
 
 
 def smoke_parameters(data_dir, output_dir, epochs=2, **extra):
@@ -97,7 +97,7 @@ def test_smoke_run_saves_a_run_folder(smoke_run, notebook_defaults):
     metrics = run["metrics"]
     assert (metrics["epochs_done"], metrics["epochs_planned"]) == (2, 2)
     assert metrics["tta_shift"] == 1 and 0 <= metrics["final_test_acc"] <= 100
-    assert set(metrics["history"]) == set(folders.METRIC_KEYS)
+    assert set(metrics["history"]) == set(schema.METRIC_KEYS)
     assert all(len(values) == 2 for values in metrics["history"].values())
     assert all(
         0 <= acc <= 100 for acc in metrics["history"]["test_acc"] + metrics["history"]["train_acc"]
@@ -147,7 +147,7 @@ def test_a_second_run_into_the_same_output_dir_keeps_the_first_and_repeats_its_m
     assert len(names) == 2 and names[0] == first["name"]
     assert snapshot(first["path"]) == before  # nothing of the first run was replaced
     second = folders.read_run(copy / names[1])["metrics"]["history"]
-    for key in set(folders.METRIC_KEYS) - {"train_time_s", "epoch_time_s"}:
+    for key in set(schema.METRIC_KEYS) - {"train_time_s", "epoch_time_s"}:
         assert first["metrics"]["history"][key] == second[key], key
 
 

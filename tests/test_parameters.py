@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.common import notebook_source
+from notebook_cells import notebook_source
 from workbench import parameters
 
 

@@ -4,9 +4,9 @@ import re
 
 import torch
 
-from benchmarks.common import notebook_source
 from conftest import REPO, fake_run
 from model import MNISTNet, count_parameters
+from notebook_cells import notebook_source
 
 README = (REPO / "README.md").read_text()
 

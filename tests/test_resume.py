@@ -16,7 +16,7 @@ import torch
 
 from conftest import REPO, make_tiny_mnist
 from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
-from workbench import SMOKE_IMAGES, checkpoints, folders, plots, resume, runs
+from workbench import SMOKE_IMAGES, checkpoints, folders, plots, resume, runs, schema
 
 # What the metrics of a resumed run must repeat exactly: all but the times.
 SAME = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
@@ -216,7 +216,7 @@ def test_ctrl_c_then_the_training_cell_with_resume_is_the_run_never_stopped(
     assert f"Resuming {run_dir} after epoch {done}" in capsys.readouterr().out
     assert_same_run(run_dir, never_stopped[0])
     [resumed] = folders.read_params(run_dir)["resumed"]
-    assert (resumed["epochs_done"], resumed["TTA_SHIFT"]) == (done, "0")
+    assert (resumed["epochs_done"], resumed["TTA_SHIFT"]) == (done, 0)
 
 
 @pytest.mark.skipif(
@@ -270,7 +270,7 @@ def test_a_run_whose_params_json_lacks_a_parameter_is_refused_naming_the_file(se
     del info["parameters"]["WARMUP"]
     (reference / folders.PARAMS_FILE).write_text(json.dumps(info))
     path = re.escape(str(reference / folders.PARAMS_FILE))
-    with pytest.raises(folders.RunFolderError, match=f"^{path} records no WARMUP: .* damaged"):
+    with pytest.raises(schema.RunFolderError, match=f"^{path} records no WARMUP: .* damaged"):
         train(**settings, RESUME=str(reference))
 
 

@@ -12,7 +12,7 @@ import torch
 from conftest import fake_run
 from model import MNISTNet, count_parameters
 from test_folders import DAMAGE, damage
-from workbench import folders, runs
+from workbench import folders, runs, schema
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +75,7 @@ def test_with_no_finished_epoch_there_is_no_latest_or_best_run(params, model, pi
 
 def test_load_model_on_a_run_with_no_finished_epoch_says_so_and_how_to_go_on(params, model):
     run_dir = fake_run(params, model, [])
-    with pytest.raises(folders.RunFolderError, match="has no finished epoch yet") as info:
+    with pytest.raises(schema.RunFolderError, match="has no finished epoch yet") as info:
         runs.load_model(run_dir)
     assert f"RESUME = {str(run_dir)!r}" in str(info.value)
 
@@ -85,7 +85,7 @@ def test_weights_that_do_not_belong_to_the_metrics_are_refused_and_skipped(param
     newer = fake_run(params, model, [99.5])
     # A stop between two saves: weights that are not the ones the metrics describe.
     torch.save(MNISTNet().state_dict(), newer / folders.WEIGHTS_FILE)
-    with pytest.raises(folders.RunFolderError, match="is not the weights file .* was saved with"):
+    with pytest.raises(schema.RunFolderError, match="is not the weights file .* was saved with"):
         runs.load_model(newer)
     skipped = f"Skipped: {re.escape(str(newer / folders.WEIGHTS_FILE))} is not the weights file"
     with pytest.warns(UserWarning, match=skipped):
@@ -131,7 +131,7 @@ def test_one_damaged_run_folder_is_named_and_skipped_and_the_others_still_work(
     assert [row.split()[0] for row in rows] == [good.name]
     assert last == f"{damaged.name}  damaged: {why[damaged]}"
     assert len(fig.axes[0].lines) == 1
-    with pytest.raises(folders.RunFolderError, match=re.escape(why[damaged])):
+    with pytest.raises(schema.RunFolderError, match=re.escape(why[damaged])):
         runs.load_model(damaged)
 
 
@@ -201,7 +201,7 @@ def test_compare_runs_with_only_damaged_folders_still_shows_them(params, model):
 def test_files_mixed_up_between_two_runs_mark_the_run_damaged(params, model):
     first, second = fake_run(params, model, [99.0]), fake_run(params, model, [98.0])
     shutil.copy(second / folders.PARAMS_FILE, first / folders.PARAMS_FILE)
-    with pytest.raises(folders.RunFolderError, match="belongs to another run"):
+    with pytest.raises(schema.RunFolderError, match="belongs to another run"):
         runs.load_model(first)
     with pytest.warns(UserWarning, match="files were mixed up between run folders"):
         assert [r["path"] for r in runs.list_runs(outputs(params))] == [second]
@@ -214,7 +214,7 @@ def test_a_missing_output_folder_is_said_to_be_missing(tmp_path):
 
 def test_an_output_folder_given_for_a_run_is_named_as_no_run_folder(params, model, monkeypatch):
     run_dir = fake_run(params, model, [99.0])
-    with pytest.raises(folders.RunFolderError, match="is not a run folder: it has no params.json"):
+    with pytest.raises(schema.RunFolderError, match="is not a run folder: it has no params.json"):
         runs.load_model(run_dir.parent)
     monkeypatch.setenv("HOME", str(run_dir.parent.parent))
     assert runs.load_model(f"~/{run_dir.parent.name}/{run_dir.name}") is not None

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.common import NOTEBOOK
-from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
-from workbench import StaleCellError, analysis, folders, plots, runs
+from notebook_cells import NOTEBOOK, TRAINING_CELLS, run_cells, train_until_ctrl_c
+from workbench import StaleCellError, analysis, folders, plots, runs, schema
 from workbench.mnist import MNISTDataError
 
 EPOCHS = 2
@@ -52,7 +51,7 @@ def run_folders(settings):
 
 def one_epoch(value=1.0):
     """The values save_epoch takes for an epoch, all `value`."""
-    return {key: value for key in folders.METRIC_KEYS}
+    return {key: value for key in schema.METRIC_KEYS}
 
 
 def test_the_cells_that_show_the_run_are_known():

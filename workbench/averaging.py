@@ -6,8 +6,8 @@ BatchNorm statistics after every update, the same state_dict, and an AveragedMod
 expected. Only `update_parameters` differs: AveragedModel's walks every parameter and buffer in
 Python and sorts them by device and dtype at every call, which costs more than the arithmetic for
 a network this small: in the training loop on a 2-core CPU, 25.1 ms a step with AveragedModel's
-update, 24.3 ms with this one, 24.5 ms with no average at all
-(benchmarks/checks/adhoc-2026-12-03.txt). Importing this module does nothing.
+update, 24.3 ms with this one, 24.5 ms with no average at all (benchmarks/exploration.md).
+Importing this module does nothing.
 """
 
 import torch

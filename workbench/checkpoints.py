@@ -1,6 +1,6 @@
 """Weights files: saved whole, loaded safely.
 
-`save_weights` writes a model's state_dict atomically; `load_weights` reads one back with
+A run folder writes its files whole (workbench.files); `load_weights` reads a state_dict back with
 `torch.load(..., weights_only=True)` and refuses, with the reason, anything that is not a plain
 state_dict for that model: pickled code, another file type, a truncated file, another architecture.
 Importing this module does nothing.
@@ -14,21 +14,12 @@ import zipfile
 import torch
 from torch import nn
 
-from workbench.files import atomic_write, one_line
+from utils import get_device
+from workbench.files import one_line
 
 
 class CheckpointError(ValueError):
     """A weights file cannot be loaded safely into the model; the message says why."""
-
-
-def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Save model.state_dict() to `path` atomically."""
-    save_file(model.state_dict(), path)
-
-
-def save_file(obj: object, path: str | os.PathLike) -> None:
-    """torch.save `obj` (tensors, numbers, strings and containers of them) to `path` atomically."""
-    atomic_write(path, torch_writer(obj))
 
 
 def torch_writer(obj: object):
@@ -56,7 +47,8 @@ def nonfinite(state: dict[str, torch.Tensor]) -> list[str]:
 def load_weights(
     model: nn.Module, path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> nn.Module:
-    """Load a state_dict saved by save_weights into `model`, refusing anything but finite tensors.
+    """Load a state_dict (a run's mnist_net.pt, or torch.save(model.state_dict(), path)) into
+    `model`, refusing anything but finite tensors.
 
     Also takes the state_dict of the moving-average wrapper (AveragedModel) and training
     checkpoints that keep the state_dict under "model" or "state_dict".
@@ -74,17 +66,18 @@ def load_weights(
 
 
 def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
-    """What save_file wrote to `path`, read with weights_only=True: tensors and plain data only.
+    """What torch_writer wrote to `path`, read with weights_only=True: tensors and plain data only.
 
     Raises CheckpointError saying why for another kind of file, pickled code or a truncated file.
     """
     check_checkpoint_format(path)
     device = torch.device(map_location)
-    here = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
-    if device.type != "cpu" and (here is None or here.type != device.type):
+    here = get_device()
+    if device.type not in ("cpu", here.type):
         raise CheckpointError(
             f"map_location={str(map_location)!r}: this machine has no {device.type} device "
-            f"({'only the CPU' if here is None else here}), so {path} cannot be loaded there. "
+            f"({'only the CPU' if here.type == 'cpu' else here}), so {path} cannot be loaded "
+            "there. "
             'Load it to "cpu" (or to the device utils.get_device() gives).'
         )
     try:
@@ -92,8 +85,8 @@ def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path} was refused: it holds pickled objects or code, not only tensors, and loading "
-            "it could run that code. Load only weights files saved with save_weights (or "
-            "torch.save(model.state_dict(), path)) from a source you trust."
+            "it could run that code. Load only weights files saved with "
+            "torch.save(model.state_dict(), path) from a source you trust."
         ) from err
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
         raise CheckpointError(
@@ -115,7 +108,7 @@ def check_checkpoint_format(path: str | os.PathLike) -> None:
     kind = next((name for magic, name in kinds.items() if head.lstrip().startswith(magic)), None)
     raise CheckpointError(
         f"{path} is not a PyTorch checkpoint{f' (it looks like {kind})' if kind else ''}: "
-        "load a weights file written by save_weights or torch.save, such as a run's mnist_net.pt."
+        "load a weights file written by torch.save, such as a run's mnist_net.pt."
     )
 
 

@@ -6,8 +6,7 @@ Works on the runs `runs.scan_runs` reads; importing this module does nothing.
 from pathlib import Path
 from typing import Any
 
-# Parameters that say where things are, not how the model is trained: never compared.
-NOT_COMPARED = {"DATA_DIR", "OUTPUT_DIR", "TEST_BATCH_SIZE", "NUM_WORKERS"}
+from workbench.parameters import CHANGE_NO_RESULT
 
 
 def short(value: Any) -> str:
@@ -25,7 +24,7 @@ def varying(runs: list[dict[str, Any]]) -> list[str]:
     return [
         name
         for name in names
-        if name not in NOT_COMPARED and len({repr(r["parameters"].get(name)) for r in runs}) > 1
+        if name not in CHANGE_NO_RESULT and len({repr(r["parameters"].get(name)) for r in runs}) > 1
     ]
 
 

@@ -118,11 +118,6 @@ def json_writer(data: Any) -> Callable[[IO[bytes]], Any]:
     return lambda f: f.write(json.dumps(data, indent=2).encode())
 
 
-def save_json(data: Any, path: str | os.PathLike) -> None:
-    """Write `data` as indented JSON to `path` atomically."""
-    atomic_write(path, json_writer(data))
-
-
 def one_line(err: BaseException) -> str:
     """The whole message of `err` on one line (a download error spans several)."""
     return " ".join(str(err).split())

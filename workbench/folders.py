@@ -20,11 +20,7 @@ import torch
 from model import count_parameters
 from workbench import checkpoints, comparison, provenance
 from workbench.files import interrupts_deferred, json_writer, one_line, write_together
-
-# The schema's names, used with the files they describe: folders.METRIC_KEYS, .RunFolderError.
-from workbench.schema import METRIC_KEYS as METRIC_KEYS
-from workbench.schema import RunFolderError as RunFolderError
-from workbench.schema import check_metrics, check_params, damaged
+from workbench.schema import RunFolderError, check_metrics, check_params, damaged
 
 PARAMS_FILE = "params.json"
 METRICS_FILE = "metrics.json"

@@ -26,6 +26,9 @@ MAX_SEED = 2**63 - 1
 MAX_EPOCHS = 1_000_000
 MAX_BLOCKS_PER_SIZE = 8
 MAX_WIDTH = 1024
+# Where the files are and which run goes on: they change no result, so runs are never compared
+# by them, and a resumed run may have them otherwise.
+CHANGE_NO_RESULT = ("DATA_DIR", "OUTPUT_DIR", "RESUME")
 # Images of each split a smoke run (SMOKE = True) uses: enough for every cell to run.
 SMOKE_IMAGES = 256
 # Share of the memory available now that training may take, by the estimate below.

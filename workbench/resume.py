@@ -11,6 +11,7 @@ nothing.
 
 import dataclasses
 import hashlib
+import os
 import random
 import warnings
 from dataclasses import dataclass
@@ -22,13 +23,15 @@ import torch
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
+from utils import get_device
 from workbench import checkpoints, folders, provenance
-from workbench.parameters import normalized
+from workbench.parameters import CHANGE_NO_RESULT, normalized
 
 # Bumped when what resume.pt holds changes, so an older file is refused by name, not by a KeyError.
 FORMAT = 1
-# Parameters that may differ from the run's own: they do not change what is trained.
-MAY_DIFFER = ("RESUME", "DATA_DIR", "OUTPUT_DIR", "TTA_SHIFT")
+# Parameters that may differ from the run's own: they change nothing that is trained (TTA_SHIFT
+# only changes the analysis after training).
+MAY_DIFFER = (*CHANGE_NO_RESULT, "TTA_SHIFT")
 
 
 @dataclass(frozen=True)
@@ -87,13 +90,13 @@ def data_fingerprint(loader: DataLoader) -> dict[str, Any]:
 
 def rng_state(loader: DataLoader) -> dict[str, Any]:
     """The state of every random generator training draws from."""
-    accelerator = current_accelerator()
+    accelerator = get_device()
     return dict(
         torch=torch.get_rng_state(),
         python=random.getstate(),
         loader=None if loader.generator is None else loader.generator.get_state(),
         accelerator=None
-        if accelerator is None
+        if accelerator.type == "cpu"
         else dict(
             device=accelerator.type,
             state=torch.get_device_module(accelerator).get_rng_state(),
@@ -106,15 +109,15 @@ def set_rng_state(saved: dict[str, Any], loader: DataLoader) -> None:
     random.setstate(saved["python"])
     if loader.generator is not None and saved["loader"] is not None:
         loader.generator.set_state(saved["loader"])
-    accelerator = current_accelerator()
+    accelerator = get_device()
     before = saved["accelerator"]
-    if before is not None and accelerator is not None and before["device"] == accelerator.type:
+    if before is not None and before["device"] == accelerator.type:
         torch.get_device_module(accelerator).set_rng_state(before["state"])
 
 
-def current_accelerator() -> torch.device | None:
-    """The accelerator (CUDA, MPS, XPU, ...) training runs on, as utils.get_device picks it."""
-    return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+def jsonable(value: Any) -> Any:
+    """`value` as params.json keeps it: a folder (a Path) as its text, anything else as it is."""
+    return str(value) if isinstance(value, os.PathLike) else value
 
 
 def check_resumable(params: dict[str, Any]) -> None:
@@ -256,6 +259,6 @@ def note_resumed(run_dir: Path, epochs_done: int, params: dict[str, Any], device
         epochs_done=epochs_done,
         **now,
         git_commit=provenance.git_commit(),
-        **{name: None if params[name] is None else str(params[name]) for name in MAY_DIFFER},
+        **{name: jsonable(params[name]) for name in MAY_DIFFER},
     )
     folders.note_resumed(run_dir, entry)

@@ -15,7 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from model import MNISTNet
-from workbench import checkpoints, comparison, folders, plots
+from workbench import checkpoints, comparison, folders, plots, schema
 
 
 def scan_runs(output_dir: str | os.PathLike = "outputs") -> tuple[list[dict], dict[Path, str]]:
@@ -30,7 +30,7 @@ def scan_runs(output_dir: str | os.PathLike = "outputs") -> tuple[list[dict], di
     for folder in sorted(p.parent for p in params_files):
         try:
             found.append(folders.read_run(folder))
-        except folders.RunFolderError as err:
+        except schema.RunFolderError as err:
             damaged[folder] = str(err)
     return sorted(found, key=lambda run: datetime.fromisoformat(run["started"])), damaged
 
@@ -64,7 +64,7 @@ def _pick(output_dir, choose, what):
         try:
             folders.check_weights_match(run)
             return run["path"]
-        except folders.RunFolderError as err:
+        except schema.RunFolderError as err:
             warnings.warn(f"Skipped: {err}", stacklevel=3)
             runs.remove(run)
     raise FileNotFoundError(

@@ -19,7 +19,17 @@ import torch
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
-from workbench import analysis, cells, checkpoints, folders, mnist, parameters, resume, speed
+from workbench import (
+    analysis,
+    cells,
+    checkpoints,
+    folders,
+    mnist,
+    parameters,
+    resume,
+    schema,
+    speed,
+)
 
 
 class Workbench:
@@ -62,7 +72,7 @@ class Workbench:
             print(f"Resuming {run_dir} after epoch {len(history['test_acc'])}")
         else:
             chosen = speed.choose_for(params, model, train_loader)
-            history = {key: [] for key in folders.METRIC_KEYS}
+            history = {key: [] for key in schema.METRIC_KEYS}
             last = self.last_run
             continued = last.dir if last and last.training.model is model else None
             initial = resume.state(training, history, params, train_loader)
@@ -108,10 +118,10 @@ class Run:
         return self._history
 
     def save_epoch(self, **values: float) -> None:
-        """Record a finished epoch's values (one per folders.METRIC_KEYS) and save the epoch."""
-        if values.keys() != set(folders.METRIC_KEYS):
-            raise TypeError(f"save_epoch takes exactly {', '.join(folders.METRIC_KEYS)}")
-        for key in folders.METRIC_KEYS:
+        """Record a finished epoch's values (one per schema.METRIC_KEYS) and save the epoch."""
+        if values.keys() != set(schema.METRIC_KEYS):
+            raise TypeError(f"save_epoch takes exactly {', '.join(schema.METRIC_KEYS)}")
+        for key in schema.METRIC_KEYS:
             self._history[key].append(values[key])
         try:
             folders.save_epoch(
@@ -122,7 +132,7 @@ class Run:
                 resume.state(self.training, self._history, self.params, self.loader),
             )
         except BaseException:
-            for key in folders.METRIC_KEYS:  # the epoch is not saved, so it did not finish
+            for key in schema.METRIC_KEYS:  # the epoch is not saved, so it did not finish
                 self._history[key].pop()
             raise
         self._analysis = None

@@ -93,7 +93,7 @@ def keep_freed_memory() -> bool:
     them after the step. glibc maps large blocks afresh and returns freed memory at the top of its
     heap, so every step faults its megabytes back in, page by page: 1.8 million page faults and a
     fifth of an fp32 epoch of the default network on a 2-core Xeon, where bf16 had few to lose
-    (benchmarks/checks/page_faults.json), and more still when modes take turns, as in `choose`.
+    (benchmarks/exploration.md), and more still when modes take turns, as in `choose`.
     With blocks up to 32 MiB kept on the heap and up to 1 GiB of free heap kept mapped, a step
     reuses the pages of the one before. It holds for the rest of the process (the kernel).
     """
@@ -132,31 +132,41 @@ def allowed(params: dict[str, Any], device: torch.device) -> tuple[list[Mode], s
     return [Mode(p, c) for c in compiles for p in precisions], note
 
 
-def warmed_step(model: nn.Module, mode: Mode, batch_size: int) -> Callable[[], float]:
-    """A training step of a copy of `model` in `mode`, run WARMUP_STEPS times already; calling it
-    runs one more and returns the seconds it took."""
-    trained = unhooked_copy(model).train()
-    stepped = step_model(trained, mode)
+def bare_step(model: nn.Module, mode: Mode) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """A bare training step of `model` in `mode`, as the notebook's minus its bookkeeping: forward,
+    negative log-likelihood, backward, Nesterov SGD (fused). Calling it trains `model`."""
+    stepped = step_model(model, mode)
     optimizer = torch.optim.SGD(
-        trained.parameters(), lr=1e-3, momentum=0.9, nesterov=True, fused=True
-    )  # as the notebook's
+        model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True
+    )
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.nll_loss(stepped(images), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def warmed_step(model: nn.Module, mode: Mode, batch_size: int) -> Callable[[], float]:
+    """A bare step of a copy of `model` in `mode`, run WARMUP_STEPS times already; calling it
+    runs one more and returns the seconds it took."""
+    step = bare_step(unhooked_copy(model).train(), mode)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, 1, 28, 28, generator=generator).to(device)
     labels = torch.randint(0, 10, (batch_size,), generator=generator).to(device)
 
-    def step() -> float:
+    def timed() -> float:
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        F.nll_loss(stepped(images), labels).backward()
-        optimizer.step()
+        step(images, labels)
         if device.type != "cpu":  # wait for the accelerator's queue
             torch.accelerator.synchronize()
         return time.perf_counter() - start
 
     for _ in range(WARMUP_STEPS):
-        step()
-    return step
+        timed()
+    return timed
 
 
 def choose(
