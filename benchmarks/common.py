@@ -138,9 +138,9 @@ def final_acc(run: dict[str, Any]) -> float:
 
 
 def wall_times(run: dict[str, Any]) -> list[float]:
-    """Seconds from the start of choosing the mode (params.json's speed "seconds") to the end of
-    each epoch's test pass."""
-    total, walls = (run.get("speed") or {}).get("seconds", 0.0), []
+    """Seconds from choosing the mode (speed "seconds" and "compile_s") to each epoch's end."""
+    speed = run.get("speed") or {}
+    total, walls = speed.get("seconds", 0.0) + speed.get("compile_s", 0.0), []
     for seconds in history(run)["epoch_time_s"]:
         total += seconds
         walls.append(total)

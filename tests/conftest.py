@@ -135,6 +135,15 @@ def no_network(monkeypatch):
     return attempts
 
 
+@pytest.fixture(autouse=True)
+def speed_choices(tmp_path, monkeypatch):
+    """Each test remembers the modes COMPILE and PRECISION "auto" chose in a file of its own, never
+    in the user's cache: a choice made by one test must not decide another's."""
+    path = tmp_path / "speed-choices.json"
+    monkeypatch.setenv("S5_SPEED_CACHE", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def notebook_defaults():
     """The values the notebook's parameters cell defines, read from the cell itself."""

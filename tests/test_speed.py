@@ -1,5 +1,6 @@
 """workbench.speed: COMPILE and PRECISION, measured on the machine when "auto"."""
 
+import json
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import REPO
 from model import MNISTNet
 from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
-from workbench import folders, parameters, plots, speed
+from workbench import choices, folders, parameters, plots, speed
 
 TINY = ((4,), (4,), (4,), (4,))  # a network small enough to time in a blink
 
@@ -22,30 +23,112 @@ def modes(params):
     return {**params, "COMPILE": "auto", "PRECISION": "auto"}
 
 
-def timed(monkeypatch, ms_by_mode):
-    """Make each mode's steps take `ms_by_mode[name]` ms; return the modes warmed up, in order."""
+def timed(monkeypatch, ms_by_mode, mflop=26.0):
+    """Make each mode's steps take `ms_by_mode[name]` ms (an exception: raise it) and the
+    network's step `mflop` MFLOP an image (26, the default network's: not compiled by the rule);
+    return the modes warmed up, in order."""
     warmed = []
+    monkeypatch.setattr(speed, "step_mflop", lambda model: mflop)
 
-    def fake(model, mode, batch_size):
+    def fake(model, mode, batch_size, give_up=None):
         warmed.append(mode.name)
-        if isinstance(ms_by_mode[mode.name], Exception):
-            raise ms_by_mode[mode.name]
-        return lambda: ms_by_mode[mode.name] / 1000
+        ms = ms_by_mode[mode.name]
+        if isinstance(ms, Exception):
+            raise ms
+        if give_up is not None and ms / 1000 > give_up:
+            raise speed.TooSlow(f"{ms:.0f} ms a step while warming up")
+        return lambda: ms / 1000
 
     monkeypatch.setattr(speed, "warmed_step", fake)
     monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: None)
     return warmed
 
 
-def test_auto_takes_the_fastest_mode_measured_and_records_every_time(modes, monkeypatch):
+def test_auto_takes_the_fastest_precision_measured_and_records_every_time(modes, monkeypatch):
     ms = {"fp32": 10.0, "bf16": 6.0, "fp32 compiled": 12.0, "bf16 compiled": 7.0}
     measured = timed(monkeypatch, ms)
     chosen = speed.choose(modes, MNISTNet(TINY), 8)
-    assert sorted(measured) == sorted(ms)
+    # A step of 26 MFLOP an image is not compiled: the compiled modes are never timed.
+    assert measured == ["fp32", "bf16"]
     assert (chosen["precision"], chosen["compiled"]) == ("bf16", False)
-    assert chosen["step_ms"] == pytest.approx(ms)
+    assert chosen["step_ms"] == pytest.approx({"fp32": 10.0, "bf16": 6.0})
     assert "fastest" in chosen["why"] and chosen["seconds"] >= 0
+    assert "not compiled: a training step of 26 MFLOP an image" in chosen["skipped"]
     assert "bf16, not compiled" in speed.describe(chosen)
+
+
+def test_a_small_network_times_the_compiled_modes_too(modes, monkeypatch):
+    ms = {"fp32": 10.0, "bf16": 9.0, "fp32 compiled": 8.0, "bf16 compiled": 6.0}
+    warmed = timed(monkeypatch, ms, mflop=6.0)
+    chosen = speed.choose(modes, MNISTNet(TINY), 8, last_batch_size=3)
+    assert warmed == [*ms, "bf16 compiled", "bf16 compiled"]  # timed, then compiled for 8 and 3
+    assert (chosen["precision"], chosen["compiled"]) == ("bf16", True)
+    assert chosen["step_ms"] == pytest.approx(ms) and chosen["skipped"] == ""
+    assert chosen["compiled_for"] == [8, 3] and chosen["compile_s"] >= 0
+
+
+def test_a_mode_that_cannot_win_is_left_out_before_its_warm_up_ends(modes, monkeypatch):
+    # bfloat16 emulated (a CPU without AVX-512): ten times fp32's step. Its compiled mode is not
+    # compiled to be timed either.
+    warmed = timed(monkeypatch, {"fp32": 10.0, "bf16": 100.0, "fp32 compiled": 12.0}, mflop=6.0)
+    chosen = speed.choose(modes, MNISTNet(TINY), 8)
+    assert warmed == ["fp32", "bf16", "fp32 compiled"]
+    assert (chosen["precision"], chosen["compiled"]) == ("fp32", False)
+    assert chosen["failed"] == {
+        "bf16": "TooSlow: 100 ms a step while warming up",
+        "bf16 compiled": "not timed: bf16 TooSlow: 100 ms a step while warming up",
+    }
+
+
+def test_a_warm_up_step_over_the_limit_gives_up():
+    with pytest.raises(speed.TooSlow, match="ms a step while warming up"):
+        speed.warmed_step(MNISTNet(TINY), speed.Mode(), 8, give_up=0.0)
+    assert speed.warmed_step(MNISTNet(TINY), speed.Mode(), 8, give_up=60.0)() > 0
+
+
+def test_the_rule_leaves_compiling_out_for_the_default_network_not_the_budgets():
+    assert speed.step_mflop(MNISTNet()) == pytest.approx(26, abs=1)
+    for small in (((8, 8), (12, 12), 16, 12), (12, (20, 20), 24, 28)):
+        assert speed.step_mflop(MNISTNet(small)) < speed.COMPILE_BELOW_MFLOP
+    modes = [speed.Mode(p, c) for c in (False, True) for p in ("fp32", "bf16")]
+    kept, why = speed.by_rule(modes, MNISTNet())
+    assert kept == modes[:2] and "26 MFLOP an image" in why
+    assert speed.by_rule(modes, MNISTNet(((8, 8), (12, 12), 16, 12))) == (modes, "")
+    assert speed.by_rule(modes[2:], MNISTNet()) == (modes[2:], "")  # COMPILE = True: no rule
+
+
+def test_a_choice_is_measured_once_and_remembered_for_the_machine(modes, monkeypatch):
+    warmed = timed(monkeypatch, {"fp32": 10.0, "bf16": 6.0})
+    first = speed.choose(modes, MNISTNet(TINY), 8)
+    again = speed.choose(modes, MNISTNet(TINY), 8)
+    assert warmed == ["fp32", "bf16"]  # the second choice measured nothing
+    assert (again["precision"], again["compiled"], again["step_ms"]) == (
+        first["precision"], first["compiled"], first["step_ms"])  # fmt: skip
+    assert f"remembered in {choices.path()}: delete it to measure again" in again["why"]
+    # Another batch size, network or set of modes allowed is measured afresh.
+    speed.choose(modes, MNISTNet(TINY), 16)
+    speed.choose(modes, MNISTNet((4, 4, 4, 8)), 8)
+    speed.choose({**modes, "COMPILE": False}, MNISTNet(TINY), 8)
+    assert warmed == ["fp32", "bf16"] * 4
+
+
+@pytest.mark.parametrize("damage", ["not json {", "[1, 2]", '{"key": {"precision": "fp32"}}'])
+def test_a_damaged_cache_of_choices_is_measured_again_and_rewritten(modes, monkeypatch, damage):
+    warmed = timed(monkeypatch, {"fp32": 10.0, "bf16": 6.0})
+    choices.path().write_text(damage)
+    assert speed.choose(modes, MNISTNet(TINY), 8)["precision"] == "bf16"
+    assert warmed == ["fp32", "bf16"]
+    assert len(json.loads(choices.path().read_text())) >= 1
+
+
+def test_a_cache_that_cannot_be_written_only_costs_a_measurement(modes, monkeypatch, tmp_path):
+    warmed = timed(monkeypatch, {"fp32": 10.0, "bf16": 6.0})
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("S5_SPEED_CACHE", str(blocked / "speed.json"))  # a folder that is a file
+    assert speed.choose(modes, MNISTNet(TINY), 8)["precision"] == "bf16"
+    assert speed.choose(modes, MNISTNet(TINY), 8)["precision"] == "bf16"
+    assert warmed == ["fp32", "bf16"] * 2
 
 
 def test_a_mode_within_the_margin_is_not_taken_over_the_simplest(modes, monkeypatch):
@@ -57,36 +140,42 @@ def test_a_mode_within_the_margin_is_not_taken_over_the_simplest(modes, monkeypa
 
 
 def test_modes_take_turns_so_a_slow_stretch_falls_on_every_mode(modes, monkeypatch):
-    # The machine runs 5x slower for its first 10 steps, then at its speed: timed one mode after
+    # The machine runs 5x slower for its first 6 steps, then at its speed: timed one mode after
     # the other, fp32 (timed first) would read 50 ms and lose to a mode no faster than it.
-    ms = {"fp32": 10.0, "bf16": 9.8, "fp32 compiled": 10.1, "bf16 compiled": 9.9}
+    ms = {"fp32": 10.0, "bf16": 9.8}
     calls = []
 
-    def fake(model, mode, batch_size):
+    def fake(model, mode, batch_size, give_up=None):
         def step():
             calls.append(mode.name)
-            return ms[mode.name] / 1000 * (5 if len(calls) <= 10 else 1)
+            return ms[mode.name] / 1000 * (5 if len(calls) <= 6 else 1)
 
         return step
 
     monkeypatch.setattr(speed, "warmed_step", fake)
     monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: None)
+    monkeypatch.setattr(speed, "step_mflop", lambda model: 26.0)
     chosen = speed.choose(modes, MNISTNet(TINY), 8)
-    assert calls[:4] == ["fp32", "fp32", "bf16", "bf16"]
-    assert len(calls) == 4 * speed.TIMED_STEPS
+    # One step of the simplest mode first sets what cannot win; then the turns.
+    assert calls[:5] == ["fp32", "fp32", "fp32", "bf16", "bf16"]
+    assert len(calls) == 1 + 2 * speed.TIMED_STEPS
     assert chosen["step_ms"] == pytest.approx(ms)
     assert (chosen["precision"], chosen["compiled"]) == ("fp32", False)
 
 
 def test_a_mode_that_cannot_run_is_left_out_and_named(modes, monkeypatch):
     error = RuntimeError("no bfloat16 here")
-    timed(monkeypatch, {"fp32": 10.0, "bf16": error, "fp32 compiled": 8.0, "bf16 compiled": error})
+    ms = {"fp32": 10.0, "bf16": error, "fp32 compiled": 8.0, "bf16 compiled": error}
+    timed(monkeypatch, ms, mflop=6.0)
     chosen = speed.choose(modes, MNISTNet(TINY), 8)
     assert (chosen["precision"], chosen["compiled"]) == ("fp32", True)
-    assert chosen["failed"] == {name: "RuntimeError: no bfloat16 here" for name in
-                                ("bf16", "bf16 compiled")}  # fmt: skip
+    assert chosen["failed"] == {
+        "bf16": "RuntimeError: no bfloat16 here",
+        "bf16 compiled": "not timed: bf16 RuntimeError: no bfloat16 here",
+    }
     # The simplest mode is how the run trains when nothing else can: its error is the run's.
-    timed(monkeypatch, {"fp32": error, "bf16": 5.0, "fp32 compiled": 5.0, "bf16 compiled": 5.0})
+    choices.path().unlink()  # measured afresh
+    timed(monkeypatch, {"fp32": error, "bf16": 5.0})
     with pytest.raises(RuntimeError, match="no bfloat16 here"):
         speed.choose(modes, MNISTNet(TINY), 8)
 
@@ -108,12 +197,13 @@ def test_modes_set_by_hand_are_taken_without_measuring(modes, monkeypatch):
 def test_a_compiled_mode_chosen_is_compiled_for_every_batch_size_of_an_epoch(modes, monkeypatch):
     warmed = []
 
-    def fake(model, mode, batch_size):
+    def fake(model, mode, batch_size, give_up=None):
         warmed.append((mode.name, batch_size))
         return lambda: {"fp32": 10.0, "bf16": 9.0, "fp32 compiled": 8.0}.get(mode.name, 6.0)
 
     monkeypatch.setattr(speed, "warmed_step", fake)
     monkeypatch.setattr(speed, "missing_cpu_compiler", lambda: None)
+    monkeypatch.setattr(speed, "step_mflop", lambda model: 6.0)
     chosen = speed.choose(modes, MNISTNet(TINY), 8, last_batch_size=3)
     assert (chosen["precision"], chosen["compiled"]) == ("bf16", True)
     # Each mode warmed up to be timed, then the one chosen compiled for both batch sizes.
@@ -123,7 +213,7 @@ def test_a_compiled_mode_chosen_is_compiled_for_every_batch_size_of_an_epoch(mod
     # An epoch without a smaller last batch has one size; an uncompiled mode compiles nothing.
     warmed.clear()
     assert speed.choose(modes, MNISTNet(TINY), 8)["compiled_for"] == [8]
-    assert warmed[4:] == [("bf16 compiled", 8)]
+    assert warmed == [("bf16 compiled", 8)]  # the choice remembered, only compiled
     warmed.clear()
     chosen = speed.choose({**modes, "COMPILE": False}, MNISTNet(TINY), 8, last_batch_size=3)
     assert not chosen["compiled"] and "compiled_for" not in chosen
@@ -133,7 +223,7 @@ def test_a_compiled_mode_chosen_is_compiled_for_every_batch_size_of_an_epoch(mod
 def test_a_loaders_batch_sizes_are_the_ones_timed_and_compiled(modes, monkeypatch):
     warmed = []
 
-    def fake(model, mode, batch_size):
+    def fake(model, mode, batch_size, give_up=None):
         warmed.append(batch_size)
         return lambda: 0.01
 
@@ -150,7 +240,7 @@ def test_a_loaders_batch_sizes_are_the_ones_timed_and_compiled(modes, monkeypatc
 
 def test_compiling_ahead_leaves_the_random_generators_as_they_were(modes, monkeypatch):
     # Dropout in the copy compiled draws from the run's generators, as a timed copy's does.
-    def fake(model, mode, batch_size):
+    def fake(model, mode, batch_size, give_up=None):
         torch.rand(1)
         return lambda: 0.01
 

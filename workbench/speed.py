@@ -2,13 +2,14 @@
 
 COMPILE (True, False or "auto") says whether torch.compile builds the training step, PRECISION
 ("fp32", "bf16" or "auto") whether its layers run in bfloat16 under autocast (the weights, their
-average and the test pass stay float32). An "auto" is decided on the machine at hand: `choose` times
-a few training steps of a copy of the model in every mode the two allow, on random images of the
-run's batch size, and takes the fastest. A mode must beat the simplest one allowed (fp32,
-uncompiled) by MARGIN to be taken, so noise never picks a mode that is not faster. What it
-measured, chose and why goes into params.json ("speed"), with the seconds it took, so a resumed run
-trains as it started. The copy trains, never the model: the model, its optimiser and every random
-generator are as they were. Importing this module does nothing.
+average and the test pass stay float32). An "auto" is decided on the machine at hand: `choose`
+compiles by the size of the network's step (by_rule) and times a few training steps of a copy of
+the model in each precision, on random images of the run's batch size, taking the fastest; a mode
+must beat the simplest one allowed (fp32) by MARGIN to be taken, so noise never picks a mode that
+is not faster. The choice is remembered for the machine (workbench.choices), so it is measured
+once. What it measured, chose and why goes into params.json ("speed"), with the seconds it took,
+so a resumed run trains as it started. The copy trains, never the model: the model, its optimiser
+and every random generator are as they were. Importing this module does nothing.
 """
 
 import copy
@@ -25,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
+from workbench import choices
 from workbench.parameters import missing_cpu_compiler
 
 # A mode is taken over the simplest one only when its step is at least this share faster.
@@ -33,6 +36,13 @@ MARGIN = 0.05
 WARMUP_STEPS = 5  # untimed: the first steps allocate, and a compiled mode compiles
 TIMED_STEPS = 10  # a mode's timed steps, taken in ROUNDS turns with the other modes'
 ROUNDS = 5
+# COMPILE "auto" does not compile a network whose training step takes this many million
+# floating-point operations an image or more (by_rule): the default's 26, not the budgets' 6-9.
+COMPILE_BELOW_MFLOP = 15
+# A mode whose warm-up steps take over this many times the simplest mode's cannot win, even
+# compiled (compiling gained at most 2.1x in the roofline: bf16 on the < 8k network, Xeon): it is
+# left out without finishing its warm-up. bfloat16 on a CPU without AVX-512 runs about 10x slower.
+HOPELESS = 3
 
 
 @dataclass(frozen=True)
@@ -148,9 +158,16 @@ def bare_step(model: nn.Module, mode: Mode) -> Callable[[torch.Tensor, torch.Ten
     return step
 
 
-def warmed_step(model: nn.Module, mode: Mode, batch_size: int) -> Callable[[], float]:
+class TooSlow(Exception):
+    """A mode whose warm-up steps already show it cannot win."""
+
+
+def warmed_step(
+    model: nn.Module, mode: Mode, batch_size: int, give_up: float | None = None
+) -> Callable[[], float]:
     """A bare step of a copy of `model` in `mode`, run WARMUP_STEPS times already; calling it
-    runs one more and returns the seconds it took."""
+    runs one more and returns the seconds it took. TooSlow when a warm-up step after the first
+    (which allocates, and compiles) takes over `give_up` seconds."""
     step = bare_step(unhooked_copy(model).train(), mode)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
@@ -164,8 +181,10 @@ def warmed_step(model: nn.Module, mode: Mode, batch_size: int) -> Callable[[], f
             torch.accelerator.synchronize()
         return time.perf_counter() - start
 
-    for _ in range(WARMUP_STEPS):
-        timed()
+    for i in range(WARMUP_STEPS):
+        seconds = timed()
+        if give_up is not None and i > 0 and seconds > give_up:
+            raise TooSlow(f"{1000 * seconds:.0f} ms a step while warming up")
     return timed
 
 
@@ -174,17 +193,18 @@ def choose(
 ) -> dict[str, Any]:
     """params.json's "speed" record: the mode to train in, what was measured and why it won.
 
-    Steps are timed on `batch_size` images: the run's, BATCH_SIZE or the whole (smoke) training
-    set when that is smaller. With no "auto" there is nothing to measure: the mode is the
-    parameters cell's. Otherwise a mode other than the simplest that fails to run (no bfloat16 on
-    this device, a compiler error) is left out, with the error kept in "failed". The modes' timed
-    steps take turns, ROUNDS times, so a stretch of the machine running slow or fast falls on
-    every mode alike; each mode's time is the median of its steps.
+    With no "auto" there is nothing to choose: the mode is the parameters cell's. Otherwise the
+    modes allowed are timed on `batch_size` images (fastest), but for those a rule leaves out
+    (by_rule: a network too large for compiling to win is not compiled, without compiling it to
+    time it). A mode other than the simplest that fails to run, or cannot win, is left out, with
+    the reason in "failed". The choice is remembered for this machine and network
+    (workbench.choices), so the next run chooses without measuring. "seconds" counts the
+    choosing.
 
-    A compiled mode is compiled here, before training, for `batch_size` and for the epoch's
+    A compiled mode is then compiled, before training, for `batch_size` and for the epoch's
     smaller last batch of `last_batch_size` images (0: none): compiled code is made for one batch
     size (static shapes), and the model shares the code compiled for a copy of it. So the first
-    epoch pays for no compiling; "seconds" counts it, "compiled_for" names the batch sizes. (A
+    epoch pays for no compiling; "compile_s" counts it, "compiled_for" names the batch sizes. (A
     resumed run does not choose again: it compiles in its first epoch.)
     """
     device = next(model.parameters()).device
@@ -193,17 +213,56 @@ def choose(
     # Dropout in the copies draws from the generators the run draws from: put them back after.
     cpu_only = device.type == "cpu"
     with torch.random.fork_rng(devices=[] if cpu_only else None, device_type=device.type):
+        key = choices.key(model, [mode.name for mode in modes], batch_size)
         if len(modes) == 1:
             best, why, measured = modes[0], "as the parameters cell sets it", {}
+        elif remembered := choices.recall(key):
+            best, why = Mode(remembered["precision"], remembered["compiled"]), remembered["why"]
+            measured = {name: remembered[name] for name in ("step_ms", "skipped")}
         else:
-            best, why, measured = fastest(modes, model, batch_size)
+            best, why, measured = fastest(*by_rule(modes, model), model, batch_size)
+            choices.remember(key, dict(**asdict(best), why=why, **measured))
+        measured["seconds"] = time.perf_counter() - start
         if best.compiled:
             sizes = [size for size in dict.fromkeys([batch_size, last_batch_size]) if size]
             for size in sizes:
                 warmed_step(model, best, size)
             measured["compiled_for"] = sizes
-    measured["seconds"] = time.perf_counter() - start
+            measured["compile_s"] = time.perf_counter() - start - measured["seconds"]
     return record(best, why + (f"; {note}" if note else ""), **measured)
+
+
+def by_rule(modes: list[Mode], model: nn.Module) -> tuple[list[Mode], str]:
+    """The modes worth timing of those allowed, and the rule's reason.
+
+    A network whose training step takes COMPILE_BELOW_MFLOP or more an image is not compiled
+    under COMPILE "auto", without timing the compiled modes (compiling each to time it costs tens
+    of seconds on a fresh machine): compiling fuses the many small kernels whose overhead weighs
+    on a small network's step, and leaves a larger one's convolutions to the same oneDNN kernels.
+    The default network (26 MFLOP an image) trained slower compiled on every CPU measured
+    (benchmarks/exploration.md): bf16 12.2 against 9.7 ms a step on an Intel Xeon with AMX, 25.0
+    against 18.5 on an AMD EPYC with AVX-512, fp32 48-58 against 30-38 on one with AVX2 alone;
+    the budget networks' (6 and 9 MFLOP) won compiled on the Xeon (9.6-9.7 against 14.0-20.0).
+    """
+    if len({mode.compiled for mode in modes}) == 1:
+        return modes, ""
+    mflop = step_mflop(model)
+    if mflop < COMPILE_BELOW_MFLOP:
+        return modes, ""
+    why = f"not compiled: a training step of {mflop:.0f} MFLOP an image, at least the "
+    return [
+        mode for mode in modes if not mode.compiled
+    ], why + f"{COMPILE_BELOW_MFLOP} past which compiling loses"
+
+
+def step_mflop(model: nn.Module) -> float:
+    """Millions of floating-point operations of a training step, forward and backward, per image:
+    three times the forward pass's (the backward computes gradients of inputs and of weights)."""
+    copied = unhooked_copy(model).eval()
+    device = next(model.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        copied(torch.zeros(1, 1, 28, 28, device=device))
+    return 3 * counter.get_total_flops() / 1e6
 
 
 def choose_for(params: dict[str, Any], model: nn.Module, loader: DataLoader) -> dict[str, Any]:
@@ -215,18 +274,29 @@ def choose_for(params: dict[str, Any], model: nn.Module, loader: DataLoader) -> 
 
 
 def fastest(
-    modes: list[Mode], model: nn.Module, batch_size: int
+    modes: list[Mode], rule: str, model: nn.Module, batch_size: int
 ) -> tuple[Mode, str, dict[str, Any]]:
     """The fastest of `modes` (the first, the simplest, unless another beats it by MARGIN), why,
-    and what was measured: each mode's median step and the errors of those that cannot run."""
-    steps, failed = {}, {}
+    and what was measured: each mode's median step and the errors of those that cannot run.
+
+    The modes' timed steps take turns, ROUNDS times, so a stretch of the machine running slow or
+    fast falls on every mode alike; each mode's time is the median of its steps. `rule` is why
+    the modes are these (by_rule), kept in "skipped".
+    """
+    steps, failed, reference = {}, {}, None
     for i, mode in enumerate(modes):
+        slow = Mode(mode.precision)
+        if mode.compiled and slow in modes and slow not in steps:  # its precision cannot run or win
+            failed[mode.name] = f"not timed: {slow.name} {failed.get(slow.name, 'failed')}"
+            continue
         try:
-            steps[mode] = warmed_step(model, mode, batch_size)
-        except Exception as err:  # a mode that cannot run here is no choice
+            steps[mode] = warmed_step(model, mode, batch_size, reference and HOPELESS * reference)
+        except Exception as err:  # a mode that cannot run here, or cannot win, is no choice
             if i == 0:
                 raise
             failed[mode.name] = f"{type(err).__name__}: {err}"[:300]
+        if i == 0:  # the simplest mode's step: others over HOPELESS times it cannot win
+            reference = steps[mode]()
     seconds = {mode: [] for mode in steps}
     for _ in range(ROUNDS):
         for mode, step in steps.items():
@@ -241,7 +311,8 @@ def fastest(
         if best != simplest
         else f"no mode was {MARGIN:.0%} faster than {simplest.name}"
     )
-    return best, why, dict(step_ms=step_ms, failed=failed)
+    why += f"; {rule}" if rule else ""
+    return best, why, dict(step_ms=step_ms, failed=failed, skipped=rule)
 
 
 def record(mode: Mode, why: str, **measured: Any) -> dict[str, Any]:
