@@ -289,7 +289,8 @@ def main():
         records.append(
             baselines.train_run(name, data_dir, train_images, epochs_of, seeds[0], stop_at)
         )
-    result["roofline"] = roofline.measure(5 if short else 60, 0.2 if short else 3.0, not args.smoke)
+    quick = dict(steps=5, matmul_s=0.2, n=256) if short else dict(steps=60, matmul_s=3.0)
+    result["roofline"] = roofline.measure(**quick, compile_too=not args.smoke)
     run_notebook = bracketed(result["roofline"], 20 if short else roofline.STEPS_PER_EPOCH)
     if "default" in args.only:
         records += [run_notebook("ours", parameters, seed, data_dir) for seed in seeds]

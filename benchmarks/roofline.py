@@ -87,9 +87,9 @@ def epoch_seconds(config: dict[str, Any], mode: str, steps: int = STEPS_PER_EPOC
     return STEPS_PER_EPOCH / steps * sum(step_times(config, mode, steps))
 
 
-def measure(steps: int, matmul_s: float, compile_too: bool = False) -> dict[str, Any]:
+def measure(steps: int, matmul_s: float, compile_too: bool = False, n: int = 2048) -> dict:
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    peaks = {p: matmul_gflops(dtype, seconds=matmul_s) for p, dtype in dtypes.items()}
+    peaks = {p: matmul_gflops(dtype, n, matmul_s) for p, dtype in dtypes.items()}
     models = {}
     for name, config in model_settings().items():
         flops, modes = step_flops(config), {}
@@ -141,8 +141,8 @@ def main():
     parser.add_argument("--out", default=str(OUT), help="the JSON file to keep it in")
     args = parser.parse_args()
     speed.keep_freed_memory()  # as the notebook's training cell does
-    found = common.provenance()
-    roofline = measure(5 if args.quick else 60, 0.2 if args.quick else 3.0, not args.quick)
+    found, quick = common.provenance(), dict(steps=5, matmul_s=0.2, n=256)
+    roofline = measure(**quick) if args.quick else measure(60, 3.0, compile_too=True)
     common.save_json({"roofline": roofline, "provenance": found, "quick": args.quick}, args.out)
     print(markdown_table(roofline))
 

@@ -115,8 +115,42 @@ def test_truncated_checkpoint_is_reported(model, tmp_path):
     path = tmp_path / "w.pt"
     torch.save(model.state_dict(), path)
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(checkpoints.CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(checkpoints.CheckpointError, match="truncated or corrupt") as info:
         checkpoints.load_weights(model, path)
+    message = str(info.value)
+    # torch's finding once, in the message alone, without its advice; then what to do.
+    assert message.count("PytorchStreamReader") == 1 and "likelihood" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert message.endswith(checkpoints.REREAD)
+
+
+def test_an_empty_file_is_called_empty(model, tmp_path):
+    path = tmp_path / "w.pt"
+    path.write_bytes(b"")
+    with pytest.raises(
+        checkpoints.CheckpointError, match=rf"^{path} is empty \(0 bytes\): it holds nothing"
+    ):
+        checkpoints.load_weights(model, path)
+
+
+def test_a_compiled_models_state_dict_loads(model, tmp_path):
+    """torch.compile's wrapper keeps the model under _orig_mod, so its keys carry that prefix."""
+    path = tmp_path / "compiled.pt"
+    state = torch.compile(model).state_dict()  # compiles nothing until it is called
+    assert all(key.startswith("_orig_mod.") for key in state)
+    torch.save(state, path)
+    x = torch.randn(2, 1, 28, 28)
+    loaded = checkpoints.load_weights(other_model(model, x), path)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_the_average_of_a_compiled_model_loads(model, tmp_path):
+    ema = torch.optim.swa_utils.AveragedModel(torch.compile(model), use_buffers=True)
+    path = tmp_path / "ema.pt"
+    torch.save(ema.state_dict(), path)  # module._orig_mod.<key>, and n_averaged
+    x = torch.randn(2, 1, 28, 28)
+    loaded = checkpoints.load_weights(other_model(model, x), path)
+    torch.testing.assert_close(loaded(x), model(x))
 
 
 def test_the_moving_average_wrappers_state_dict_loads(model, tmp_path):

@@ -9,7 +9,7 @@ from workbench import comparison
 from workbench.parameters import CHANGE_NO_RESULT
 
 
-def run(name, accuracies=(), planned=4, count=1234, **parameters):
+def run(name, accuracies=(), planned=4, count=1234, path=None, **parameters):
     """A run as runs.scan_runs reads it: no metrics before its first finished epoch."""
     metrics = None
     if accuracies:
@@ -19,7 +19,13 @@ def run(name, accuracies=(), planned=4, count=1234, **parameters):
             history={"test_acc": list(accuracies), "epoch_time_s": [2.5] * len(accuracies)},
         )
     parameters = {"EPOCHS": planned, "SEED": 1, "CHANNELS": [16, [32, 32], 64, 128], **parameters}
-    return dict(name=name, parameters=parameters, parameter_count=count, metrics=metrics)
+    return dict(
+        name=name,
+        parameters=parameters,
+        parameter_count=count,
+        metrics=metrics,
+        path=path or Path(name),
+    )
 
 
 def cells(table):
@@ -68,20 +74,53 @@ def test_the_table_has_a_row_per_run_then_one_per_damaged_folder():
     ]
     damaged = {Path("out") / "broken": "out/broken/params.json cannot be read"}
     table = comparison.table(runs, damaged)
-    assert cells(table)[:4] == [
-        ["run", "EPOCHS", "SEED", "parameters", "epochs", "final %", "best %", "time"],
-        ["first", "4", "1", "118,202", "3/4", "99.00", "99.25", f"{3 * 2.5:.0f} s"],
-        ["second", "2", "22", "1,234", "1/2", "98.50", "98.50", f"{2.5:.0f} s"],
-        ["third", "4", "3", "1,234", "0 (none finished)", "-", "-", "-"],
+    rows = 2 + len(runs) + len(damaged)
+    assert cells("\n".join(table.splitlines()[:rows])) == [
+        ["run", "EPOCHS", "SEED", "parameters", "epochs", "final %", "best %", "time", "note"],
+        ["first", "4", "1", "118,202", "3/4", "99.00", "99.25", f"{3 * 2.5:.0f} s", ""],
+        ["second", "2", "22", "1,234", "1/2", "98.50", "98.50", f"{2.5:.0f} s", ""],
+        ["third", "4", "3", "1,234", "0 (none finished)", "-", "-", "-", ""],
+        ["broken", "-", "-", "-", "-", "-", "-", "-", "damaged"],
     ]
-    assert table.splitlines()[-1] == "broken  damaged: out/broken/params.json cannot be read"
-    assert len(table.splitlines()) == 2 + len(runs) + len(damaged)
+    assert table.splitlines()[rows:] == ["broken  damaged: out/broken/params.json cannot be read"]
+
+
+def test_a_run_whose_weights_are_refused_is_noted_with_why():
+    runs = [run("kept", [97.0], SEED=1), run("replaced", [98.0], SEED=2, path=Path("replaced"))]
+    why = "replaced/mnist_net.pt is not the weights file replaced/metrics.json was saved with"
+    table = comparison.table(runs, refused={Path("replaced"): why})
+    assert [row[0::len(row) - 1] for row in cells("\n".join(table.splitlines()[:4]))] == [
+        ["run", "note"], ["kept", ""], ["replaced", "weights refused"]
+    ]  # fmt: skip
+    assert table.splitlines()[4:] == [f"replaced  weights refused: {why}"]
+
+
+def test_long_reasons_go_under_the_table_and_leave_its_columns_aligned():
+    runs = [run("a-run-with-a-long-name", [97.0], SEED=1, path=Path("a")), run("b", [96.0], SEED=2)]
+    table = comparison.table(runs, {Path("broken"): "x" * 300}, refused={Path("a"): "y" * 300})
+    lines = table.splitlines()
+    header, rule, *rows = lines[:5]
+    columns = [m.span() for m in re.finditer("-+", rule)]
+    for line in (header, *rows):
+        assert len(line) <= len(rule)
+        # Each cell lies within its column: the gaps between the columns stay blank.
+        gaps = [line[end:start] for (_, end), (start, _) in zip(columns, columns[1:])]
+        assert all(gap.strip() == "" for gap in gaps), line
+    assert lines[5:] == [
+        f"a-run-with-a-long-name  weights refused: {'y' * 300}",
+        f"broken  damaged: {'x' * 300}",
+    ]
+
+
+def test_a_table_with_nothing_to_note_has_no_note_column():
+    table = comparison.table([run("a", [97.0], SEED=1), run("b", SEED=2)])
+    assert cells(table)[0][-1] == "time" and len(table.splitlines()) == 4
 
 
 def test_the_table_of_damaged_folders_alone_still_has_its_header():
     table = comparison.table([], {Path("broken"): "why"})
     assert table.splitlines()[0].split() == [
-        "run", "parameters", "epochs", "final", "%", "best", "%", "time"
+        "run", "parameters", "epochs", "final", "%", "best", "%", "time", "note"
     ]  # fmt: skip
     assert table.splitlines()[-1] == "broken  damaged: why"
 

@@ -108,8 +108,11 @@ def test_a_read_only_target_is_refused_before_anything_is_written(targets, tmp_p
         called.append(f.name)
         f.write(b"new")
 
-    with pytest.raises(PermissionError, match=f"{targets['c.bin']} is read-only, so it was not"):
+    with pytest.raises(
+        PermissionError, match=f"{targets['c.bin']} is read-only, so it was not"
+    ) as info:
         files.write_together({path: write for path in targets.values()})
+    assert info.value.errno == errno.EACCES  # the real reason, for a message built on it
     assert called == []
     assert contents(tmp_path) == OLD
 
@@ -167,6 +170,23 @@ def test_ctrl_c_while_files_are_written_together_waits_for_the_pair(tmp_path):
         files.atomic_write(tmp_path / "second.json", files.json_writer({"second": True}))
     assert json.loads((tmp_path / "second.json").read_text()) == {"second": True}
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_ctrl_c_in_a_block_inside_another_waits_for_the_outer_one(tmp_path):
+    """Run.save_epoch holds Ctrl-C over folders.save_epoch, which holds it over its own files."""
+    handler, done = signal.getsignal(signal.SIGINT), []
+    with pytest.raises(KeyboardInterrupt), files.interrupts_deferred():
+        with files.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            files.atomic_write(tmp_path / "inner.json", files.json_writer({"inner": True}))
+        done.append("after the inner block")  # what the outer block keeps in step with the file
+    assert done == ["after the inner block"]
+    assert json.loads((tmp_path / "inner.json").read_text()) == {"inner": True}
+    assert signal.getsignal(signal.SIGINT) is handler
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C is Ctrl-C again after the blocks
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("never reached")
+    assert done == ["after the inner block"]
 
 
 def test_one_line_joins_a_message_of_several_lines():

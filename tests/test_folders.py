@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import AS_SET, fake_run
-from model import MNISTNet, count_parameters
+from model import MAX_WIDTH, MNISTNet, count_parameters
 from workbench import folders, runs, schema
 
 
@@ -123,9 +123,9 @@ DAMAGE = [
         "params.json", lambda p: p.update(started="not a date"), "gives started = 'not a date'",
         id="started-not-a-date",
     ),
-    pytest.param(  # a giant network: refused before it is built
-        "params.json", lambda p: p["parameters"].update(CHANNELS=[4096] * 4),
-        "gives CHANNELS = [4096, 4096, 4096, 4096]", id="CHANNELS-giant",
+    pytest.param(  # wider than MNISTNet builds: refused before it is tried
+        "params.json", lambda p: p["parameters"].update(CHANNELS=[MAX_WIDTH + 1] * 4),
+        f"gives CHANNELS = {[MAX_WIDTH + 1] * 4}", id="CHANNELS-giant",
     ),
 ]  # fmt: skip
 
@@ -246,8 +246,10 @@ def test_a_read_only_file_stops_the_save_and_the_files_still_agree_on_the_epoch_
         model.fc.bias.add_(1)
     with pytest.raises(OSError) as info:
         save(run_dir, model, [90.0, 95.0])
+    assert info.value.errno == errno.EACCES  # not [Errno None]: the cause's own errno
     message = str(info.value)
-    assert f"Epoch 2 could not be saved in {run_dir} (PermissionError: {run_dir / name} " in message
+    assert message.startswith(f"[Errno {errno.EACCES}] Epoch 2 could not be saved in {run_dir} (")
+    assert f"(PermissionError: {run_dir / name} is read-only, so it was not replaced." in message
     assert "its files still hold epoch 1, whole" in message
     assert message.endswith(f"RESUME = {str(run_dir)!r}.")
     assert contents(run_dir) == before  # no file replaced, no temporary left
@@ -327,7 +329,8 @@ def test_a_file_that_cannot_be_written_leaves_all_three_of_the_epoch_before(
     with pytest.raises(OSError, match="Epoch 2 could not be saved in") as info:
         save(run_dir, model, [90.0, 95.0])
     assert info.value.errno == code
-    assert f"[Errno {code}] {os.strerror(code)}" in str(info.value)
+    assert str(info.value).startswith(f"[Errno {code}] Epoch 2 could not be saved in {run_dir}")
+    assert f"(OSError: {os.strerror(code)} while writing {run_dir / name})" in str(info.value)
     assert str(info.value).endswith(f"RESUME = {str(run_dir)!r}.")
     assert contents(run_dir) == before  # every temporary written before it is gone too
     assert folders.is_whole(run_dir, 1)

@@ -2,6 +2,7 @@
 
 import errno
 import gzip
+import os
 import socket
 import tempfile
 import time
@@ -150,7 +151,42 @@ def test_corrupt_file_is_named_with_the_fix(tiny_copy, name, damage):
     with pytest.raises(mnist.MNISTDataError) as info:
         mnist.prepare(tiny_copy, subset=True)
     assert str(path) in str(info.value)
-    assert "truncated or corrupt" in str(info.value) and "Delete the file" in str(info.value)
+    assert "truncated or corrupt" in str(info.value) and "Delete it" in str(info.value)
+    # The check is utils' own, so the notebook and utils.get_data_loaders say the same.
+    with pytest.raises(RuntimeError) as direct:
+        utils.check_idx_file(path, 3 if "images" in name else 1)
+    assert str(info.value) == str(direct.value)
+
+
+def test_images_of_another_size_than_28x28_are_named(tiny_copy):
+    path = raw(tiny_copy) / "t10k-images-idx3-ubyte"
+    write_idx(path, torch.zeros(TINY_TEST, 27, 27, dtype=torch.uint8))
+    with pytest.raises(mnist.MNISTDataError, match=rf"{path} holds images of 27x27 pixels, not"):
+        mnist.prepare(tiny_copy, subset=True)
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["a-file", "inside-a-file"])
+def test_a_data_dir_that_is_a_file_says_so(tiny_copy, no_network, inside):
+    """DATA_DIR set to one of the MNIST files, or to a path below one."""
+    path = raw(tiny_copy) / "t10k-labels-idx1-ubyte"
+    data_dir = path / "data" if inside else path
+    before = snapshot(tiny_copy)
+    with pytest.raises(mnist.MNISTDataError) as info:
+        mnist.prepare(data_dir, subset=True)
+    where = "lies inside a file" if inside else "is a file"
+    assert str(info.value).startswith(
+        f"DATA_DIR = {str(data_dir)!r} is not a folder: {data_dir} {where}. Set DATA_DIR to "
+        "the folder that holds MNIST/raw/"
+    )
+    assert no_network == []  # nothing was downloaded into it
+    assert snapshot(tiny_copy) == before
+
+
+def test_mnist_data_dir_that_is_a_file_is_named_as_that(tiny_copy, monkeypatch):
+    path = raw(tiny_copy) / "t10k-labels-idx1-ubyte"
+    monkeypatch.setenv("MNIST_DATA_DIR", str(path))
+    with pytest.raises(mnist.MNISTDataError, match=r"^\$MNIST_DATA_DIR \(DATA_DIR is None\) is"):
+        mnist.prepare(None, subset=True)
 
 
 def test_labels_out_of_range_are_reported(tiny_copy):
@@ -234,16 +270,18 @@ def test_corrupt_gz_file_is_named(tiny_copy):
     assert not (folder / "train-labels-idx1-ubyte").exists()
 
 
+@pytest.mark.parametrize("code", mnist.READ_ONLY, ids=errno.errorcode.get)
 def test_good_gz_files_in_a_read_only_folder_say_where_to_copy_them(
-    tiny_copy, monkeypatch, no_network
+    tiny_copy, monkeypatch, no_network, code
 ):
+    """A read-only mount (EROFS), or a folder one may not write to (EACCES, EPERM)."""
     folder = raw(tiny_copy)
     pack(folder)
     before = snapshot(tiny_copy)
 
     def refuse(*args, dir=None, **kwargs):
-        # What the system answers in a folder one may not write to (chmod does not stop root).
-        raise PermissionError(errno.EACCES, "Permission denied", dir)
+        # What the system answers there (chmod does not stop root, so it is played here).
+        raise OSError(code, os.strerror(code), dir)
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(mnist.MNISTDataError) as info:
@@ -253,8 +291,21 @@ def test_good_gz_files_in_a_read_only_folder_say_where_to_copy_them(
     assert f"{folder} is read-only" in message
     assert f"cp -r {folder.parent} data/" in message and "DATA_DIR" in message
     assert "Delete the file" not in message and "damaged" not in message
+    assert "Free disk space" not in message and os.strerror(code) in message
     assert snapshot(tiny_copy) == before
     assert no_network == []
+
+
+def test_a_full_disk_while_unpacking_says_to_free_space(tiny_copy, monkeypatch):
+    folder = raw(tiny_copy)
+    pack(folder)
+
+    def full(*args, dir=None, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(mnist.MNISTDataError, match="could not be unpacked.*Free disk space"):
+        mnist.prepare(tiny_copy, subset=True)
 
 
 def fake_download(n_bytes=None, error=None):

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from notebook_cells import notebook_source
+from conftest import REPO
+from model import MAX_WIDTH, stage_widths
+from notebook_cells import NOTEBOOK, notebook_source
 from workbench import parameters
 
 
@@ -48,11 +50,11 @@ def test_good_parameters_pass_and_create_the_output_dir(params):
         ("WEIGHT_DECAY", 1e308, "a number in [0, 1)"),
         ("SEED", 2**64, "an int in [0, 2**63 - 1]"),
         ("SEED", -1, "an int in [0, 2**63 - 1]"),
-        ("CHANNELS", ((8,) * 9, 12, 16, 20), "at most 8 blocks per size"),
-        ("CHANNELS", (8, 12, 16, 4096), "widths up to 1024"),
+        ("CHANNELS", ((8,) * 9, 12, 16, 20), "a tuple of up to 8 widths"),
+        ("CHANNELS", (8, 12, 16, MAX_WIDTH + 1), f"a width (an int from 1 to {MAX_WIDTH})"),
         ("WARMUP", 0, "a number in (0, 1)"),
         ("EMA_DECAY", -0.1, "a number in [0, 1)"),
-        ("CHANNELS", (8, 12, 16), "four entries, each a positive int or a tuple"),
+        ("CHANNELS", (8, 12, 16), "four entries, one per resolution"),
         ("CHANNELS", "(8, 12, 16, 20)", "four entries"),
         ("CHANNELS", ((8, 0), 12, 16, 20), "four entries"),
         ("CHANNELS", ((), 12, 16, 20), "four entries"),
@@ -199,3 +201,85 @@ def test_epochs_are_capped_before_a_run_folder_name_grows_too_long(params):
     parameters.check_parameters({**params, "EPOCHS": parameters.MAX_EPOCHS})
     with pytest.raises(ValueError, match="EPOCHS must be a positive int up to 1,000,000"):
         parameters.check_parameters({**params, "EPOCHS": parameters.MAX_EPOCHS + 1})
+
+
+@pytest.mark.parametrize(
+    ("channels", "problem"),
+    [
+        ((16, 0, 64, 128), "entry 2, 0, is not a width"),
+        ((16, (32, 32.5), 64, 128), "entry 2, (32, 32.5), holds 32.5, which is not a width"),
+        ((16, 32, 64, MAX_WIDTH + 1), f"entry 4, {MAX_WIDTH + 1}, is not a width"),
+        ((16, (), 64, 128), "entry 2 is empty"),
+        ((16, 32, (64,) * 9, 128), "entry 3 stacks 9 blocks, more than 8"),
+        ((16, 32, 64), "it has 3 entries, not four"),
+        ("16, 32, 64, 128", "a str is not a tuple of four entries"),
+    ],
+)
+def test_a_bad_channels_value_names_the_entry_at_fault(params, channels, problem):
+    with pytest.raises(ValueError) as info:
+        parameters.check_parameters({**params, "CHANNELS": channels})
+    assert str(info.value).startswith(
+        f"CHANNELS = {channels!r} ({type(channels).__name__}) is not allowed: {problem}; "
+        "CHANNELS must be four entries"
+    )
+
+
+def test_the_widest_block_allowed_is_the_one_mnistnet_builds(params):
+    assert parameters.MAX_WIDTH is MAX_WIDTH  # one bound, model.py's
+    widest = (8, 8, 8, MAX_WIDTH)
+    stage_widths(widest)  # the model builds it: so the notebook takes it, memory allowing
+    parameters.check_parameters({**params, "CHANNELS": widest})
+    # Both messages describe a width in the same words.
+    with pytest.raises(ValueError) as model_says:
+        stage_widths((8, 8, 8, 0))
+    with pytest.raises(ValueError) as notebook_says:
+        parameters.check_value("CHANNELS", (8, 8, 8, 0))
+    width = f"a width (an int from 1 to {MAX_WIDTH}) or a tuple of"
+    assert width in str(model_says.value) and width in str(notebook_says.value)
+
+
+def papermill_ran(*assignments):
+    """IPython's record of the cells run (`In`) in a kernel papermill ran, with its injected
+    parameters cell, as in `papermill -p lr 0.01`."""
+    injected = parameters.PAPERMILL_CELL + "\n".join(assignments)
+    return ["", notebook_source("imports"), notebook_source("parameters"), injected]
+
+
+@pytest.mark.parametrize("name", ["lr", "epochs_", "batchsize", "output"])
+def test_a_lower_case_name_papermill_passed_is_refused(params, name):
+    namespace = {**params, name: 0.01, "In": papermill_ran("EPOCHS = 3", f"{name} = 0.01")}
+    with pytest.raises(
+        ValueError, match=f"^{name}: .*papermill passed {name}, but {name} is not a"
+    ):
+        parameters.check_parameters(namespace)
+
+
+def test_papermills_own_parameters_and_the_notebooks_variables_pass(params):
+    """A lower-case name not injected by papermill is one of the notebook's variables (the
+    training cell's `lr`), or the user's: the check cell may run again after them."""
+    namespace = {**params, "lr": 0.05, "In": papermill_ran("EPOCHS = 3", "SEED = 2")}
+    assert parameters.check_parameters(namespace) == params
+    assert parameters.injected_names(namespace) == ["EPOCHS", "SEED"]
+    assert parameters.injected_names({"In": ["# Parameters\nlr = (", "x = 1"]}) == []
+
+
+def test_a_guess_is_offered_for_a_papermill_name_close_to_a_parameter(params):
+    namespace = {**params, "seeds": 2, "In": papermill_ran("seeds = 2")}
+    with pytest.raises(ValueError, match="^seeds: did you mean SEED\\? papermill passed seeds"):
+        parameters.check_parameters(namespace)
+
+
+@pytest.mark.slow
+def test_papermill_with_an_unknown_lower_case_name_stops_at_the_check_cell(tiny_root, tmp_path):
+    import papermill
+
+    # A smoke run's values besides, should the check let lr through: a short run, then.
+    passed = dict(lr=0.01, DATA_DIR=str(tiny_root), OUTPUT_DIR=str(tmp_path / "outputs"),
+                  SMOKE=True, EPOCHS=1, COMPILE=False, PRECISION="fp32")  # fmt: skip
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(
+            NOTEBOOK, tmp_path / "out.ipynb", parameters=passed, cwd=REPO,
+            kernel_name="python3", progress_bar=False,
+        )  # fmt: skip
+    assert "lr: papermill passed lr, but lr is not a parameter" in str(info.value)
+    assert not list((tmp_path / "outputs").glob("*/params.json"))

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 import utils
 from workbench import analysis, plots
@@ -85,6 +86,26 @@ def test_curves_plot_has_four_panels_and_partial_histories(tmp_path):
     assert [ax.get_title() for ax in fig.axes] == [title for _, title in plots.CURVE_PANELS]
     assert [list(ax.lines[0].get_ydata()) for ax in fig.axes] == list(history.values())
     assert (tmp_path / "c.png").is_file()
+
+
+def test_a_plot_stopped_while_it_is_saved_leaves_the_file_before_it(tmp_path, monkeypatch):
+    """Ctrl-C in the curves cell: the run folder keeps the whole figure it had, no half file."""
+    path = tmp_path / "c.png"
+    history = dict(train_loss=[0.2], train_acc=[99.0], test_loss=[0.03], test_acc=[98.0])
+    plots.plot_curves(history, path)
+    before = path.read_bytes()
+    real_savefig = Figure.savefig
+
+    def stopped_half_way(fig, f, **kwargs):
+        real_savefig(fig, f, **kwargs)
+        f.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", stopped_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        plots.plot_curves({key: values * 2 for key, values in history.items()}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.png"]  # no temporary left
 
 
 def test_curves_of_one_epoch_have_whole_epoch_ticks_and_stop_at_100_percent():

@@ -1,5 +1,6 @@
 """RESUME: a run stopped at any moment goes on in its folder and ends as if it never stopped."""
 
+import errno
 import json
 import os
 import random
@@ -8,15 +9,29 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+import utils
 from conftest import REPO, make_tiny_mnist
 from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
-from workbench import SMOKE_IMAGES, checkpoints, folders, plots, resume, runs, schema
+from workbench import (
+    SMOKE_IMAGES,
+    StaleCellError,
+    analysis,
+    checkpoints,
+    folders,
+    mnist,
+    plots,
+    resume,
+    runs,
+    schema,
+    speed,
+)
 
 # What the metrics of a resumed run must repeat exactly: all but the times.
 SAME = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
@@ -198,7 +213,7 @@ def test_a_stop_before_params_json_leaves_no_run_and_the_next_run_starts_afresh(
     assert_same_run(run_dir, never_stopped[0])
 
 
-@pytest.mark.parametrize("step", [1, STEPS + 1, 2 * STEPS + 3])  # in epoch 1, 2 and 3
+@pytest.mark.parametrize("step", range(1, EPOCHS * STEPS + 1))  # every training step
 def test_ctrl_c_then_the_training_cell_with_resume_is_the_run_never_stopped(
     settings, never_stopped, capsys, step
 ):
@@ -217,6 +232,167 @@ def test_ctrl_c_then_the_training_cell_with_resume_is_the_run_never_stopped(
     assert_same_run(run_dir, never_stopped[0])
     [resumed] = folders.read_params(run_dir)["resumed"]
     assert (resumed["epochs_done"], resumed["TTA_SHIFT"]) == (done, 0)
+
+
+# Ctrl-C (SIGINT) at every stage of the notebook, pressed at a chosen call of a function of that
+# stage: what the notebook then says, holds in `run` and shows in the cells below is what the run
+# folder holds, and the run goes on exactly.
+
+
+def ctrl_c_at(patch, owner, name, call=1, after=False):
+    """Send this process SIGINT, as Ctrl-C does, at the `call`-th call of owner.name: as it starts
+    or, with `after`, as it returns. Returns the calls made."""
+    in_namespace = isinstance(owner, dict)  # a function the notebook's cells define
+    real, calls = owner[name] if in_namespace else getattr(owner, name), []
+
+    def pressed(*args, **kwargs):
+        calls.append(name)
+        if len(calls) == call and not after:
+            os.kill(os.getpid(), signal.SIGINT)
+        result = real(*args, **kwargs)
+        if len(calls) == call and after:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    if in_namespace:
+        patch.setitem(owner, name, pressed)
+    else:
+        patch.setattr(owner, name, pressed)
+    return calls
+
+
+def assert_notebook_shows_the_folder(namespace, capsys, epochs):
+    """The training cell said what the folder holds, `run` holds it, and the cells below show it."""
+    run = namespace["run"]
+    out = capsys.readouterr().out
+    assert f"Interrupted: the {epochs} finished epochs are saved in {run.dir}; " in out
+    saved = folders.read_run(run.dir)
+    assert not list(run.dir.glob(".*.tmp"))
+    if epochs == 0:  # no metrics.json yet, and the cells below say to train first
+        assert saved["metrics"] is None and run.epochs_done == 0
+        with pytest.raises(StaleCellError, match="run the training cell"):
+            run_cells(["curves"], namespace)
+        return
+    folders.check_weights_match(saved)
+    assert run.epochs_done == saved["metrics"]["epochs_done"] == epochs
+    assert run.history == saved["metrics"]["history"]
+    run_cells(["curves", "confusion", "final-metrics"], namespace)
+    assert f"epochs:         {epochs} of {EPOCHS}" in capsys.readouterr().out
+
+
+# Before the run has a folder: the check cell (checking the MNIST files), the data cell (building
+# the data set) and the training cell as it chooses how to train (COMPILE and PRECISION).
+BEFORE_A_FOLDER = [("checks", mnist, "prepare"), ("data", utils, "MNISTBatches"),
+                   ("training", speed, "choose_for")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("cell", "owner", "name"), BEFORE_A_FOLDER, ids=lambda v: str(v))
+def test_ctrl_c_before_the_run_has_a_folder_leaves_none_and_the_cell_runs_again_exactly(
+    settings, never_stopped, monkeypatch, cell, owner, name
+):
+    namespace = {}
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        calls = ctrl_c_at(patch, owner, name)
+        run_cells(TRAINING_CELLS, namespace, **settings)
+    assert calls == [name]
+    assert runs.scan_runs(settings["OUTPUT_DIR"]) == ([], {})
+    if "run" in namespace:  # the cells below say to train first
+        with pytest.raises(StaleCellError, match="run the training cell"):
+            run_cells(["curves"], namespace)
+    run_cells(TRAINING_CELLS[TRAINING_CELLS.index(cell) :], namespace)
+    assert_same_run(namespace["run"].dir, never_stopped[0])
+
+
+def test_ctrl_c_as_the_run_folder_is_made_names_it_and_resume_is_exact(
+    settings, never_stopped, monkeypatch, capsys
+):
+    namespace = run_cells(TRAINING_CELLS[:-1], **settings)
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        ctrl_c_at(patch, folders, "create")  # held until the run and its folder exist
+        run_cells(["training"], namespace)
+    [run_dir] = (p.parent for p in Path(settings["OUTPUT_DIR"]).glob(f"*/{folders.PARAMS_FILE}"))
+    out = capsys.readouterr().out
+    assert f"Interrupted: the 0 finished epochs are saved in {run_dir}; to go on, set " in out
+    assert sorted(p.name for p in run_dir.iterdir()) == [folders.PARAMS_FILE, folders.RESUME_FILE]
+    with pytest.raises(StaleCellError, match="run the training cell"):
+        run_cells(["curves"], namespace)  # `run` is still the model cell's NOT_TRAINED
+    namespace["RESUME"] = str(run_dir)
+    run_cells(["training"], namespace)
+    assert_same_run(run_dir, never_stopped[0])
+
+
+@pytest.mark.parametrize("epoch", range(1, EPOCHS + 1))
+def test_ctrl_c_in_an_epochs_test_pass_keeps_the_epochs_before_and_resume_is_exact(
+    settings, never_stopped, capsys, epoch
+):
+    namespace = run_cells(TRAINING_CELLS[:-1], **settings)
+    with pytest.MonkeyPatch.context() as patch:
+        ctrl_c_at(patch, namespace, "test", call=epoch)  # the notebook's test()
+        run_cells(["training"], namespace)
+    assert_notebook_shows_the_folder(namespace, capsys, epoch - 1)
+    namespace["RESUME"] = str(namespace["run"].dir)
+    run_cells(["training"], namespace)
+    assert_same_run(namespace["run"].dir, never_stopped[0])
+
+
+def rename(epoch, file):
+    """The number of the rename, counting from 1, that puts `file` of `epoch` in place."""
+    return len(STARTING) + (epoch - 1) * len(EPOCH_SAVE) + EPOCH_SAVE.index(file) + 1
+
+
+# Moments of an epoch's save: (what is called, which call, after it returned, the epoch saved).
+SAVING = {
+    # Issue 35's: as epoch 2's three files are written (the run's third write_together).
+    "as-its-files-are-written": (folders, "write_together", 3, False, 2),
+    "before-the-weights-rename": (os, "replace", rename(2, folders.WEIGHTS_FILE), False, 2),
+    "after-the-last-rename": (os, "replace", rename(2, folders.METRICS_FILE), True, 2),
+    "after-the-last-epochs-last-rename": (
+        os, "replace", rename(EPOCHS, folders.METRICS_FILE), True, EPOCHS
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("owner", "name", "call", "after", "saved"), SAVING.values(), ids=SAVING)
+def test_ctrl_c_while_an_epoch_is_saved_waits_for_it_and_the_notebook_says_so(
+    settings, never_stopped, capsys, owner, name, call, after, saved
+):
+    namespace = run_cells(TRAINING_CELLS[:-1], **settings)
+    with pytest.MonkeyPatch.context() as patch:
+        calls = ctrl_c_at(patch, owner, name, call, after)
+        run_cells(["training"], namespace)  # the cell ends as a stop
+    # The save went on to its end, and nothing was written after it.
+    assert len(calls) == (rename(saved, folders.METRICS_FILE) if name == "replace" else call)
+    assert_notebook_shows_the_folder(namespace, capsys, saved)
+    namespace["RESUME"] = str(namespace["run"].dir)
+    run_cells(["training"], namespace)
+    assert_same_run(namespace["run"].dir, never_stopped[0])
+
+
+@pytest.mark.parametrize("as_saved", [False, True], ids=["predicting", "saving-the-accuracy"])
+def test_ctrl_c_in_the_analysis_cell_leaves_the_run_and_metrics_json_agreeing(
+    settings, never_stopped, monkeypatch, as_saved
+):
+    namespace = train(**settings)
+    run = namespace["run"]
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        if as_saved:  # held until metrics.json and run.analysis both have the accuracy
+            ctrl_c_at(patch, folders, "write_together")
+        else:
+            ctrl_c_at(patch, analysis, "analyse")
+        run_cells(["confusion"], namespace)
+    metrics = folders.read_run(run.dir)["metrics"]
+    if as_saved:
+        assert metrics["final_test_acc"] == run.analysis.accuracy
+    else:
+        assert "final_test_acc" not in metrics
+        with pytest.raises(StaleCellError, match="draws the confusion matrix first"):
+            run_cells(["per-digit"], namespace)
+    namespace["RESUME"] = str(run.dir)  # a finished run: trains nothing, then analyses again
+    run_cells(["training", "confusion", "per-digit"], namespace)
+    assert_same_run(run.dir, never_stopped[0])
+    assert (
+        folders.read_run(run.dir)["metrics"]["final_test_acc"] == namespace["run"].analysis.accuracy
+    )
 
 
 @pytest.mark.skipif(
@@ -256,6 +432,9 @@ def test_resume_refuses_other_parameters_naming_each_and_the_fix(settings, refer
 def test_resume_refuses_what_is_no_run_or_cannot_go_on(settings, reference, tmp_path):
     with pytest.raises(ValueError, match="is not a run folder"):
         train(**settings, RESUME=str(tmp_path))
+    typo = str(reference) + "x"
+    with pytest.raises(ValueError, match=f"^RESUME = {re.escape(repr(typo))} does not exist"):
+        train(**settings, RESUME=typo)
     with pytest.raises(
         ValueError, match=f"is a file: give the run folder, such as {re.escape(str(reference))}"
     ):
@@ -324,12 +503,47 @@ def test_less_training_data_is_refused_on_resume_saying_how_much(settings, refer
         train(**{**settings, "DATA_DIR": str(tmp_path / "fewer")}, RESUME=str(reference))
 
 
-@pytest.mark.parametrize("cut", [0, 0.5], ids=["empty", "half"])
-def test_a_truncated_resume_file_is_named_with_what_to_do(settings, reference, cut):
+@pytest.mark.parametrize(
+    ("cut", "found"),
+    [(0, "is empty (0 bytes): it holds nothing to load"), (0.5, "cannot be read: it is truncated")],
+)
+def test_a_truncated_resume_file_is_named_with_what_to_do(settings, reference, cut, found):
     path = reference / folders.RESUME_FILE
     path.write_bytes(path.read_bytes()[: int(cut * path.stat().st_size)])
-    with pytest.raises(checkpoints.CheckpointError, match="cannot be used to resume.*None"):
+    with pytest.raises(checkpoints.CheckpointError) as info:
         train(**settings, RESUME=str(reference))
+    message = str(info.value)
+    assert message.startswith(f"{path} {found}")
+    assert "So the run cannot go on from it" in message and "set RESUME = None" in message
+    assert "save it again" not in message  # resume.pt is no file to save again by hand
+    assert message.count("PytorchStreamReader") <= 1 and info.value.__cause__ is None
+
+
+def test_a_run_folder_that_cannot_be_written_is_refused_by_the_check_cell(
+    settings, reference, monkeypatch
+):
+    """A finished run on a read-only mount: the plots after training would fail to be saved."""
+    real = tempfile.TemporaryFile
+
+    def read_only_mount(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == reference:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_mount)
+    with pytest.raises(ValueError) as info:
+        run_cells(TRAINING_CELLS[:3], **settings, RESUME=str(reference))  # to the check cell
+    message = str(info.value)
+    assert message.startswith(
+        f"RESUME = {str(reference)!r} cannot be written (OSError: {os.strerror(errno.EROFS)})."
+    )
+    copy = Path(settings["OUTPUT_DIR"]) / reference.name
+    assert f"cp -r {reference} {copy}) and set RESUME to the copy" in message
+    monkeypatch.undo()
+    shutil.copytree(reference, copy)  # as the message says
+    namespace = train(**settings, RESUME=str(copy))
+    run_cells(["curves"], namespace)
+    assert (copy / "curves.png").is_file()
 
 
 def test_resuming_a_finished_and_analysed_run_keeps_every_result(settings, reference):

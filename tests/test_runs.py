@@ -80,11 +80,15 @@ def test_load_model_on_a_run_with_no_finished_epoch_says_so_and_how_to_go_on(par
     assert f"RESUME = {str(run_dir)!r}" in str(info.value)
 
 
-def test_weights_that_do_not_belong_to_the_metrics_are_refused_and_skipped(params, model):
+@pytest.mark.parametrize("how", ["replaced", "deleted"])
+def test_weights_that_do_not_belong_to_the_metrics_are_refused_and_skipped(params, model, how):
     older = fake_run(params, model, [99.0])
     newer = fake_run(params, model, [99.5])
-    # A stop between two saves: weights that are not the ones the metrics describe.
-    torch.save(MNISTNet().state_dict(), newer / folders.WEIGHTS_FILE)
+    # A stop between two saves, or a hand: weights that are not the ones the metrics describe.
+    if how == "replaced":
+        torch.save(MNISTNet().state_dict(), newer / folders.WEIGHTS_FILE)
+    else:
+        (newer / folders.WEIGHTS_FILE).unlink()
     with pytest.raises(schema.RunFolderError, match="is not the weights file .* was saved with"):
         runs.load_model(newer)
     skipped = f"Skipped: {re.escape(str(newer / folders.WEIGHTS_FILE))} is not the weights file"
@@ -92,6 +96,15 @@ def test_weights_that_do_not_belong_to_the_metrics_are_refused_and_skipped(param
         assert runs.latest_run(outputs(params)) == older
     with pytest.warns(UserWarning, match=skipped):
         assert runs.best_run(outputs(params)) == older
+    # The comparison marks the run the loaders refuse, with the same reason.
+    with pytest.raises(schema.RunFolderError) as refused:
+        runs.load_model(newer)
+    table, _ = runs.compare_runs(outputs(params))
+    lines = table.splitlines()
+    assert [line.split()[0] for line in lines[2:4]] == [older.name, newer.name]
+    assert not lines[2].endswith("refused") and lines[3].endswith("weights refused")
+    assert lines[4:] == [f"{newer.name}  weights refused: {refused.value}"]
+    assert runs.refusals(runs.list_runs(outputs(params))) == {newer: str(refused.value)}
 
 
 def test_best_run_never_picks_a_run_whose_accuracy_is_nan(params, model):
@@ -128,7 +141,8 @@ def test_one_damaged_run_folder_is_named_and_skipped_and_the_others_still_work(
     assert why[damaged].startswith(f"{damaged / name} ") and named in why[damaged]
     table, fig = runs.compare_runs(outputs(params))
     *rows, last = table.splitlines()[2:]
-    assert [row.split()[0] for row in rows] == [good.name]
+    assert [row.split()[0] for row in rows] == [good.name, damaged.name]
+    assert rows[0].split()[-1] == "s" and rows[1].split()[-1] == "damaged"  # the note column
     assert last == f"{damaged.name}  damaged: {why[damaged]}"
     assert len(fig.axes[0].lines) == 1
     with pytest.raises(schema.RunFolderError, match=re.escape(why[damaged])):
@@ -188,6 +202,16 @@ def test_compare_runs_writes_deeper_channels_as_the_folder_names_do(params):
 def test_compare_runs_on_an_empty_folder_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the training cell first"):
         runs.compare_runs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="There is no folder .* run the training cell"):
+        runs.compare_runs(tmp_path / "outputs")
+
+
+def test_compare_runs_given_a_run_folder_compares_the_runs_beside_it(params, model):
+    """The notebook's last cell passes RESUME, when set: its run may live outside OUTPUT_DIR."""
+    first, second = fake_run(params, model, [99.0]), fake_run(params, model, [98.0], SEED=2)
+    from_run, _ = runs.compare_runs(second)
+    assert from_run == runs.compare_runs(outputs(params))[0]
+    assert first.name in from_run and second.name in from_run
 
 
 def test_compare_runs_with_only_damaged_folders_still_shows_them(params, model):

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -24,7 +25,9 @@ def settings(tiny_root, tmp_path):
         EPOCHS=EPOCHS,
         BATCH_SIZE=32,
         SMOKE=True,
-        COMPILE=False,  # compiling costs seconds, and is not what is tested here (test_speed)
+        # Choosing a mode costs seconds, and is not what is tested here (test_speed).
+        COMPILE=False,
+        PRECISION="fp32",
     )
 
 
@@ -32,6 +35,8 @@ def settings(tiny_root, tmp_path):
 def no_sample_grid(monkeypatch):
     """The data cell's grid of samples takes most of a run's time and is not what is tested."""
     monkeypatch.setattr(plots, "plot_samples", lambda images, labels: None)
+    yield
+    plt.close("all")  # the cells' figures, as a kernel's session would
 
 
 def cells_after(cell_id):
@@ -108,7 +113,7 @@ def lock_weights_file(run):
     ("damage", "error", "message"),
     [
         (break_weights, FloatingPointError, "NaN or inf after epoch 3"),
-        (lock_weights_file, OSError, "Epoch 3 could not be saved"),
+        (lock_weights_file, OSError, r"^\[Errno 13\] Epoch 3 could not be saved .*is read-only"),
     ],
     ids=["nan-weights", "read-only-file"],
 )
@@ -185,10 +190,16 @@ def test_the_training_cell_uses_the_parameters_as_they_are_now(settings):
     assert "_ep1_" in run.dir.name
 
 
-def test_the_training_cell_refuses_a_bad_value_set_after_the_check_cell(settings):
+# Values the optimiser and the schedule would refuse first, in words of their own, were they
+# built before the check: SGD's "Nesterov momentum requires a momentum and zero dampening",
+# OneCycleLR's "Expected positive integer epochs, but got -1".
+@pytest.mark.parametrize(
+    ("name", "value"), [("LABEL_SMOOTHING", 1.0), ("EPOCHS", -1), ("MOMENTUM", 0), ("WARMUP", 1.5)]
+)
+def test_the_training_cell_refuses_a_bad_value_set_after_the_check_cell(settings, name, value):
     namespace = run_cells(TRAINING_CELLS[:-1], **settings)
-    namespace["LABEL_SMOOTHING"] = 1.0
-    with pytest.raises(ValueError, match=r"^LABEL_SMOOTHING = 1.0 \(float\) is not allowed"):
+    namespace[name] = value
+    with pytest.raises(ValueError, match=rf"^{name} = {value} \({type(value).__name__}\) is not"):
         run_cells(["training"], namespace)
     assert run_folders(settings) == []
 
@@ -244,3 +255,17 @@ def test_a_seed_changed_without_the_check_cell_is_refused(settings):
     with pytest.raises(StaleCellError, match="Run the check cell again"):
         run_cells(["training"], namespace)
     assert run_folders(settings) == []
+
+
+def test_the_last_cell_compares_the_runs_even_run_before_any_other_cell_but_the_first_two(
+    settings, capsys
+):
+    """Right after the imports and parameters cells: no `run`, no check cell, no data."""
+    before = run_cells(TRAINING_CELLS, **settings)["run"]
+    capsys.readouterr()
+    namespace = run_cells(["imports", "parameters", "compare-runs"], **settings)
+    assert "run" not in namespace
+    assert before.dir.name in capsys.readouterr().out
+    empty = {**settings, "OUTPUT_DIR": settings["OUTPUT_DIR"] + "-none"}
+    with pytest.raises(FileNotFoundError, match="run the training cell first"):
+        run_cells(["imports", "parameters", "compare-runs"], **empty)

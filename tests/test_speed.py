@@ -295,7 +295,8 @@ def test_measuring_leaves_the_model_and_the_random_generators_as_they_were(modes
     model.register_forward_hook(lambda module, inputs, output: calls.append(module))
     chosen = speed.choose({**modes, "COMPILE": False}, model, 8)
     assert calls == []  # a hook on the model is the user's: the copies timed run without it
-    assert set(chosen["step_ms"]) == {"fp32", "bf16"}
+    # bf16 is timed, or left out where it cannot win (emulated, without AVX-512).
+    assert set(chosen["step_ms"]) | set(chosen["failed"]) == {"fp32", "bf16"}
     assert all(ms > 0 for ms in chosen["step_ms"].values())
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

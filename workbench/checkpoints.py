@@ -65,12 +65,19 @@ def load_weights(
     return model
 
 
-def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
+# What to do with a weights file that cannot be read.
+REREAD = "Load another copy of it, or save the weights again: torch.save(model.state_dict(), path)."
+
+
+def load_file(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", fix: str = REREAD
+) -> object:
     """What torch_writer wrote to `path`, read with weights_only=True: tensors and plain data only.
 
-    Raises CheckpointError saying why for another kind of file, pickled code or a truncated file.
+    Raises CheckpointError saying why for another kind of file, pickled code or a truncated file;
+    the message of a file that is no checkpoint, or not a whole one, ends with `fix`.
     """
-    check_checkpoint_format(path)
+    check_checkpoint_format(path, fix)
     device = torch.device(map_location)
     here = get_device()
     if device.type not in ("cpu", here.type):
@@ -89,26 +96,29 @@ def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu")
             "torch.save(model.state_dict(), path) from a source you trust."
         ) from err
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
+        # torch's first sentence says what it found; the rest is advice that fix replaces.
+        found = one_line(err).split(". ")[0]
         raise CheckpointError(
             f"{path} cannot be read: it is truncated or corrupt, or an archive that torch.save did "
-            f"not write ({type(err).__name__}: {one_line(err)}). Load another copy, or save it "
-            "again with torch.save."
-        ) from err
+            f"not write ({type(err).__name__}: {found}). {fix}"
+        ) from None
     return obj
 
 
-def check_checkpoint_format(path: str | os.PathLike) -> None:
+def check_checkpoint_format(path: str | os.PathLike, fix: str = REREAD) -> None:
     """Raise CheckpointError unless `path` starts like a file written by torch.save."""
     with open(path, "rb") as f:
         head = f.read(8)
     # torch.save writes a zip archive; files from PyTorch before 1.6 are a bare pickle (0x80).
     if head.startswith(b"PK") or head[:1] == b"\x80":
         return
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes): it holds nothing to load. {fix}")
     kinds = {b"\x89PNG": "a PNG image", b"{": "JSON", b"[": "JSON", b"\x1f\x8b": "a gzip archive"}
     kind = next((name for magic, name in kinds.items() if head.lstrip().startswith(magic)), None)
     raise CheckpointError(
         f"{path} is not a PyTorch checkpoint{f' (it looks like {kind})' if kind else ''}: "
-        "load a weights file written by torch.save, such as a run's mnist_net.pt."
+        f"torch.save did not write it. {fix}"
     )
 
 
@@ -132,6 +142,9 @@ def unwrap_state_dict(state: object, path: str | os.PathLike) -> dict[str, torch
     if "n_averaged" in state and all(k.startswith("module.") for k in state if k != "n_averaged"):
         # AveragedModel's own state_dict: the averaged model's keys behind a "module." prefix.
         state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
+    if state and all(k.startswith("_orig_mod.") for k in state):
+        # A torch.compile'd model's state_dict: the compiled model's keys behind "_orig_mod.".
+        state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
     return state
 
 

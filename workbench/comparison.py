@@ -28,11 +28,21 @@ def varying(runs: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def table(runs: list[dict[str, Any]], damaged: dict[Path, str] | None = None) -> str:
-    """A plain-text table, one row per run, then one per damaged run folder."""
+def table(
+    runs: list[dict[str, Any]],
+    damaged: dict[Path, str] | None = None,
+    refused: dict[Path, str] | None = None,
+) -> str:
+    """A plain-text table, one row per run, then one per damaged run folder.
+
+    A damaged folder (`damaged`: {folder: why}) and a run whose weights the loaders refuse
+    (`refused`: {run folder: why}) are marked in a last column, "note", and why follows the table,
+    one line each: "<folder name>  damaged: <why>".
+    """
+    damaged, refused = damaged or {}, refused or {}
     names = varying(runs)
     header = ["run", *names, "parameters", "epochs", "final %", "best %", "time"]
-    rows = [header]
+    rows, notes = [], []
     for r in runs:
         m = r["metrics"]
         acc = m["history"]["test_acc"] if m else []
@@ -47,10 +57,20 @@ def table(runs: list[dict[str, Any]], damaged: dict[Path, str] | None = None) ->
                 f"{sum(m['history'].get('epoch_time_s', [])):.0f} s" if m else "-",
             ]
         )
+        why = refused.get(r.get("path"))
+        notes.append(("weights refused", r["name"], why) if why else None)
+    for folder, why in damaged.items():
+        rows.append([folder.name, *["-"] * (len(header) - 1)])
+        notes.append(("damaged", folder.name, why))
+    if any(notes):
+        header.append("note")
+        for row, note in zip(rows, notes):
+            row.append(note[0] if note else "")
+    rows.insert(0, header)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += [f"{folder.name}  damaged: {why}" for folder, why in (damaged or {}).items()]
+    lines += [f"{name}  {kind}: {why}" for kind, name, why in filter(None, notes)]
     return "\n".join(lines)
 
 

@@ -42,8 +42,9 @@ def write_together(writers: dict[str | os.PathLike, Callable[[IO[bytes]], Any]])
             )
         if path.exists() and not path.stat().st_mode & 0o222:
             raise PermissionError(
+                errno.EACCES,
                 f"{path} is read-only, so it was not replaced. Make it writable (chmod u+w) "
-                "to replace it, or write to another path."
+                "to replace it, or write to another path.",
             )
     written = {}
     try:
@@ -88,21 +89,30 @@ def _os_error(err: BaseException) -> OSError | None:
     return None
 
 
+# The Ctrl-Cs held back by the outermost interrupts_deferred block running now; None outside one.
+_held: list[int] | None = None
+
+
 @contextlib.contextmanager
 def interrupts_deferred():
-    """Hold back Ctrl-C (SIGINT) until the block is done, so files written together stay a pair.
+    """Hold back Ctrl-C (SIGINT) until the block is done, then raise it as KeyboardInterrupt.
 
-    Outside the main thread, where Python cannot handle signals, the block runs as it is.
+    So files written together stay a pair, and what the notebook keeps in memory changes with
+    them. A block inside another holds Ctrl-C back until the outer one is done. Outside the main
+    thread, where Python cannot handle signals, the block runs as it is.
     """
-    if threading.current_thread() is not threading.main_thread():
+    global _held
+    if _held is not None or threading.current_thread() is not threading.main_thread():
         yield
         return
     received = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    _held = received
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        _held = None
         if received:
             raise KeyboardInterrupt
 

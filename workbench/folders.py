@@ -140,13 +140,14 @@ def save_epoch(
             )
     except OSError as err:
         kept = f"epoch {epoch - 1}" if epoch > 1 else "no finished epoch"
-        raise OSError(
-            err.errno,
+        message = (
             f"Epoch {epoch} could not be saved in {run_dir} ({type(err).__name__}: "
-            f"{one_line(err)}), so the run stops here; its files still hold {kept}, whole. "
-            f"Free disk space or make the files writable, then go on with "
-            f"RESUME = {str(run_dir)!r}.",
-        ) from err
+            f"{one_line(err) if err.strerror is None else err.strerror}), so the run stops "
+            f"here; its files still hold {kept}, whole. Free disk space or make the files "
+            f"writable, then go on with RESUME = {str(run_dir)!r}."
+        )
+        # The cause's errno, where it has one ("[Errno 28] Epoch 2 ..." for a full disk).
+        raise (OSError(message) if err.errno is None else OSError(err.errno, message)) from err
 
 
 def save_final(run_dir: str | os.PathLike, **values: Any) -> None:
@@ -176,9 +177,10 @@ def remove_leftovers(run_dir: str | os.PathLike) -> None:
             leftover.unlink()
 
 
-def read_resume(run_dir: str | os.PathLike) -> object:
-    """What the run's resume.pt holds, read with weights_only=True; CheckpointError if it can't."""
-    return checkpoints.load_file(Path(run_dir) / RESUME_FILE)
+def read_resume(run_dir: str | os.PathLike, fix: str = checkpoints.REREAD) -> object:
+    """What the run's resume.pt holds, read with weights_only=True; CheckpointError if it can't,
+    ending with `fix`."""
+    return checkpoints.load_file(Path(run_dir) / RESUME_FILE, fix=fix)
 
 
 def sha256(path: str | os.PathLike) -> str:

@@ -6,8 +6,8 @@ missing, damaged or swapped file stops the notebook with its name and the fix be
 training. Importing this module reads, downloads and prints nothing.
 """
 
+import errno
 import gzip
-import math
 import os
 import shutil
 import socket
@@ -18,15 +18,16 @@ from pathlib import Path
 
 from torchvision import datasets
 
-from utils import resolve_data_dir
+import utils
 from workbench.files import atomic_write, one_line
 
-# The four raw files torchvision.datasets.MNIST reads, under <data_dir>/MNIST/raw/.
+# The four raw files torchvision.datasets.MNIST reads, under <data_dir>/MNIST/raw/ (utils names
+# them), by split: {train: (images, labels)}.
+ALL_RAW_FILES = tuple(utils.RAW_FILES)
 RAW_FILES = {
-    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    train: tuple(name for name in ALL_RAW_FILES if name.startswith(prefix))
+    for train, prefix in ((True, "train-"), (False, "t10k-"))
 }
-ALL_RAW_FILES = RAW_FILES[True] + RAW_FILES[False]
 # Images in each split of MNIST as published: {train: count}.
 SPLIT_SIZES = {True: 60_000, False: 10_000}
 TRAIN_IMAGES = SPLIT_SIZES[True]
@@ -36,6 +37,8 @@ class MNISTDataError(RuntimeError):
     """MNIST files are missing or unreadable; the message says how to fix it."""
 
 
+# What the system answers where a file cannot be written: a read-only mount (EROFS), no permission.
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 # Seconds a download may wait on one socket operation: a proxy or mirror that accepts the
 # connection and never answers then fails the download instead of hanging it.
 DOWNLOAD_TIMEOUT_S = 20
@@ -54,14 +57,15 @@ def prepare(
     smoke run, which uses only the first few images of each), and a training split smaller than
     the test split (the files swapped) always is. Raises MNISTDataError naming the file and fix.
     """
-    root = resolve_data_dir(data_dir)
+    root = utils.resolve_data_dir(data_dir)
+    check_data_folder(root, data_dir)
     check_no_legacy_cache(root)
     ensure_mnist_files(root, download)
     folder = raw_folder(root)
     sizes = {}
     for train, (images_name, labels_name) in RAW_FILES.items():
-        images = check_idx_file(folder / images_name, ndim=3)
-        labels = check_idx_file(folder / labels_name, ndim=1, read=True)
+        images = check_idx_file(folder / images_name, ndim=utils.RAW_FILES[images_name])
+        labels = check_idx_file(folder / labels_name, ndim=utils.RAW_FILES[labels_name], read=True)
         if images != len(labels):
             raise MNISTDataError(
                 f"{folder / images_name} holds {images} images but {folder / labels_name} holds "
@@ -75,6 +79,28 @@ def prepare(
         sizes[train] = images
     check_split_sizes(folder, sizes, subset)
     return sizes
+
+
+def check_data_folder(root: Path, data_dir: str | os.PathLike | None) -> None:
+    """MNISTDataError, naming DATA_DIR, when the data folder is a file (utils' check), or when a
+    raw file there is not whole."""
+    try:
+        utils.check_mnist_files(root, download=True)  # missing files: downloaded below
+    except ValueError as err:
+        given = (
+            f"DATA_DIR = {str(data_dir)!r}"
+            if data_dir
+            else "$MNIST_DATA_DIR (DATA_DIR is None)"
+            if os.environ.get("MNIST_DATA_DIR")
+            else "./data (DATA_DIR is None)"
+        )
+        where = "is a file" if root.is_file() else "lies inside a file"
+        raise MNISTDataError(
+            f"{given} is not a folder: {root} {where}. Set DATA_DIR to the folder that holds "
+            "MNIST/raw/ (or to None: $MNIST_DATA_DIR, else ./data)."
+        ) from err
+    except RuntimeError as err:  # truncated or corrupt
+        raise MNISTDataError(str(err)) from None
 
 
 def check_no_legacy_cache(root: Path) -> None:
@@ -153,18 +179,18 @@ def _unpack(packed: Path, target: Path) -> None:
             f"{packed} could not be unpacked into {target} ({type(err).__name__}: "
             f"{one_line(err)}): it is damaged. {_redownload_hint(packed.parent)}"
         ) from err
-    except PermissionError as err:
+    except OSError as err:
+        if err.errno not in READ_ONLY:
+            raise MNISTDataError(
+                f"{packed} could not be unpacked into {target} ({type(err).__name__}: "
+                f"{one_line(err)}). Free disk space or copy {packed.parent.parent} to a folder "
+                "with room, and set DATA_DIR to that folder's parent."
+            ) from err
         raise MNISTDataError(
             f"{packed} is a good archive, but {packed.parent} is read-only, so it cannot be "
             f"unpacked there for torchvision to read ({one_line(err)}). Unpack it where you can "
             f"write: copy {packed.parent.parent} to a folder of yours (e.g. `cp -r "
             f"{packed.parent.parent} data/`) and set DATA_DIR to that folder's parent (data)."
-        ) from err
-    except OSError as err:
-        raise MNISTDataError(
-            f"{packed} could not be unpacked into {target} ({type(err).__name__}: "
-            f"{one_line(err)}). Free disk space or copy {packed.parent.parent} to a folder with "
-            "room, and set DATA_DIR to that folder's parent."
         ) from err
 
 
@@ -194,26 +220,21 @@ def _download_missing(root: Path, missing: list[str]) -> None:
 
 
 def check_idx_file(path: Path, ndim: int, read: bool = False) -> int | bytes:
-    """The item count of the idx file at `path` after checking that it is complete; with `read`,
-    its data (bytes).
+    """The item count of the idx file at `path` after checking that it is complete (utils'
+    check) and of 28x28 images; with `read`, its data (bytes).
 
-    ndim 3 means (N, 28, 28) images, ndim 1 means (N,) labels; the file size must match exactly.
+    ndim 3 means (N, 28, 28) images, ndim 1 means (N,) labels.
     """
-    header_size = 4 + 4 * ndim
-    with open(path, "rb") as f:
-        # The header and the file's size are checked before the data is read, so a huge file
-        # that is no idx file is refused at once instead of filling the memory.
-        header = f.read(header_size)
-        dims = None
-        if len(header) == header_size and header[:4] == bytes([0, 0, 8, ndim]):
-            dims = struct.unpack(f">{ndim}I", header[4:])
-            size = os.fstat(f.fileno()).st_size
-            if dims[1:] != (28, 28)[: ndim - 1] or size != header_size + math.prod(dims):
-                dims = None
-        data = f.read() if dims is not None and read else b""
-    if dims is None:
+    try:
+        utils.check_idx_file(path, ndim)  # the header and the size it gives, only
+    except RuntimeError as err:
+        raise MNISTDataError(str(err)) from None
+    with open(path, "rb") as f:  # as long as its header says: so a huge file is never read
+        dims = struct.unpack(f">{ndim}I", f.read(4 + 4 * ndim)[4:])
+        data = f.read() if read else b""
+    if dims[1:] != (28, 28)[: ndim - 1]:
         raise MNISTDataError(
-            f"{path} is truncated or corrupt: it is not a complete MNIST idx file. "
+            f"{path} holds images of {dims[1]}x{dims[2]} pixels, not MNIST's 28x28. "
             + _redownload_hint(path.parent)
         )
     if dims[0] == 0:

@@ -4,6 +4,7 @@
 the value given and what is allowed. Importing this module does nothing.
 """
 
+import ast
 import difflib
 import math
 import os
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from model import stage_widths
+from model import MAX_WIDTH, stage_widths
 from workbench.mnist import TRAIN_IMAGES
 
 # The largest values the notebook accepts: beyond them a run fails later (an overflowing seed, a
@@ -25,7 +26,8 @@ from workbench.mnist import TRAIN_IMAGES
 MAX_SEED = 2**63 - 1
 MAX_EPOCHS = 1_000_000
 MAX_BLOCKS_PER_SIZE = 8
-MAX_WIDTH = 1024
+# The widest block is MNISTNet's own MAX_WIDTH (model.py): one bound, not a second, lower one.
+# A wide network that would not fit in memory is refused by check_memory, for this machine.
 # Where the files are and which run goes on: they change no result, so runs are never compared
 # by them, and a resumed run may have them otherwise.
 CHANGE_NO_RESULT = ("DATA_DIR", "OUTPUT_DIR", "RESUME")
@@ -39,6 +41,8 @@ NOTEBOOK_IMPORTS = (
     "workbench", "analysis", "plots", "runs", "utils", "torch", "optim", "F", "sys", "time",
     "summary", "tqdm", "MNISTNet",
 )  # fmt: skip
+# How papermill's "injected-parameters" cell starts (its Python translator's comment line).
+PAPERMILL_CELL = "# Parameters\n"
 
 
 def _is_int(value):
@@ -57,12 +61,31 @@ def _fraction(v):  # [0, 1)
     return _is_number(v) and 0 <= v < 1
 
 
-def _channels(v):
+def _is_width(v):
     try:
-        stages = stage_widths(v)
+        stage_widths(((v,), 1, 1, 1))  # model.py's rule for a width, on this one alone
     except ValueError:
         return False
-    return all(len(s) <= MAX_BLOCKS_PER_SIZE and max(s) <= MAX_WIDTH for s in stages)
+    return True
+
+
+def channels_problem(value: Any) -> str | None:
+    """What makes `value` no CHANNELS, naming the entry at fault; None when it is one."""
+    if not isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} is not a tuple of four entries"
+    if len(value) != 4:
+        return f"it has {len(value)} entries, not four"
+    for i, entry in enumerate(value, start=1):
+        widths = entry if isinstance(entry, (tuple, list)) else (entry,)
+        bad = [w for w in widths if not _is_width(w)]
+        if not widths:
+            return f"entry {i} is empty"
+        if bad:
+            held = f" holds {bad[0]!r}, which" if widths is entry else ""
+            return f"entry {i}, {entry!r},{held} is not a width"
+        if len(widths) > MAX_BLOCKS_PER_SIZE:
+            return f"entry {i} stacks {len(widths)} blocks, more than {MAX_BLOCKS_PER_SIZE}"
+    return None
 
 
 def _folder(v):
@@ -82,10 +105,10 @@ PARAMETER_RULES = {
     "LABEL_SMOOTHING": (_fraction, "a number in [0, 1)"),
     "EPOCHS": (lambda v: _positive_int(v) and v <= MAX_EPOCHS, "a positive int up to 1,000,000"),
     "CHANNELS": (
-        _channels,
-        "four entries, each a positive int or a tuple of them, e.g. (16, 32, 64, 128) "
-        f"or ((8, 8), 12, 16, 16), with at most {MAX_BLOCKS_PER_SIZE} blocks per size and "
-        f"widths up to {MAX_WIDTH}",
+        lambda v: channels_problem(v) is None,
+        "four entries, one per resolution (28, 14, 7, 3 pixels), each a width (an int from 1 "
+        f"to {MAX_WIDTH}) or a tuple of up to {MAX_BLOCKS_PER_SIZE} widths, e.g. "
+        "(16, 32, 64, 128) or ((8, 8), 12, 16, 16)",
     ),
     "DROPOUT": (_fraction, "a number in [0, 1)"),
     "ROTATION": (lambda v: _is_number(v) and 0 <= v <= 180, "degrees in [0, 180]"),
@@ -133,6 +156,7 @@ def check_value(name: str, value: Any) -> None:
     is_ok, allowed = PARAMETER_RULES[name]
     if is_ok(value):
         return
+    problem = f": {channels_problem(value)};" if name == "CHANNELS" else ":"  # name the entry
     hint = ""
     if isinstance(value, str):
         hint = (
@@ -140,7 +164,7 @@ def check_value(name: str, value: Any) -> None:
             "parses them, not -r, and a list with -y, e.g. -y 'CHANNELS: [8, 12, 16, 20]')"
         )
     raise ValueError(
-        f"{name} = {value!r} ({type(value).__name__}) is not allowed: {name} must be "
+        f"{name} = {value!r} ({type(value).__name__}) is not allowed{problem} {name} must be "
         f"{allowed}{hint}."
     )
 
@@ -158,7 +182,12 @@ def normalized(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_names(namespace: Mapping[str, Any]) -> None:
-    """Refuse names papermill injected that the parameters cell does not know."""
+    """Refuse names papermill injected that the parameters cell does not know.
+
+    Upper-case names, lower-case forms of the parameters and the notebook's imports are refused
+    wherever they come from. A lower-case name may be one of the notebook's own variables, so it
+    is refused where papermill's injected-parameters cell assigned it (injected_names).
+    """
     for name in NOTEBOOK_IMPORTS:
         value = namespace.get(name)
         if value is not None and isinstance(value, (int, float, str, list, bool)):
@@ -173,12 +202,39 @@ def check_names(namespace: Mapping[str, Any]) -> None:
                 f"{name} is not a parameter of this notebook."
             )
         if name.isupper() and len(name) > 1 and name not in PARAMETER_RULES:
-            close = difflib.get_close_matches(name, PARAMETER_RULES, n=1)
-            guess = f"did you mean {close[0]}? " if close else ""
             raise ValueError(
-                f"{name}: {guess}{name} is not a parameter of this notebook. "
+                f"{name}: {_guess(name)}{name} is not a parameter of this notebook. "
                 f"The parameters are {', '.join(PARAMETER_RULES)}."
             )
+    for name in injected_names(namespace):
+        if name not in PARAMETER_RULES:  # papermill's -p lr 0.01
+            raise ValueError(
+                f"{name}: {_guess(name.upper())}papermill passed {name}, but {name} is not a "
+                f"parameter of this notebook, so it would change nothing. The parameters are "
+                f"{', '.join(PARAMETER_RULES)}."
+            )
+
+
+def _guess(name: str) -> str:
+    close = difflib.get_close_matches(name, PARAMETER_RULES, n=1)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def injected_names(namespace: Mapping[str, Any]) -> list[str]:
+    """The names papermill's injected-parameters cell assigned in this kernel, read from
+    IPython's record of the cells run (`In`); none outside IPython or papermill."""
+    history = namespace.get("In")
+    names = []
+    for source in history if isinstance(history, list) else ():
+        if isinstance(source, str) and source.startswith(PAPERMILL_CELL):
+            try:
+                body = ast.parse(source).body
+            except SyntaxError:
+                continue
+            for node in body:
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                names += [target.id for target in targets if isinstance(target, ast.Name)]
+    return names
 
 
 def training_bytes(batch_size: int, channels: tuple, images: int = TRAIN_IMAGES) -> int:
@@ -270,15 +326,19 @@ def missing_cpu_compiler() -> str | None:
     return compiler if shutil.which(command[0]) is None else None
 
 
-def check_writable(folder: str | os.PathLike) -> None:
-    """Create `folder` if needed and prove a file can be written there; ValueError otherwise."""
+def check_writable(
+    folder: str | os.PathLike,
+    name: str = "OUTPUT_DIR",
+    fix: str = "Set OUTPUT_DIR to a folder you can write to.",
+) -> None:
+    """Create `folder` if needed and prove a file can be written there; ValueError naming the
+    parameter `name` and ending with `fix` otherwise (a read-only mount, no permission)."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as err:
         raise ValueError(
-            f"OUTPUT_DIR = {str(folder)!r} cannot be written "
-            f"({type(err).__name__}: {err.strerror or err}). "
-            "Set OUTPUT_DIR to a folder you can write to."
+            f"{name} = {str(folder)!r} cannot be written "
+            f"({type(err).__name__}: {err.strerror or err}). {fix}"
         ) from err

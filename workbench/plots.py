@@ -15,6 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 from utils import MNIST_MEAN, MNIST_STD
 from workbench.analysis import Analysis, misclassified
+from workbench.files import atomic_write
 
 PathLike = str | os.PathLike | None
 
@@ -52,8 +53,8 @@ def plot_samples(
 def finish(fig: Figure, path: PathLike = None) -> Figure:
     """Tighten the layout of `fig` and, when `path` is given, save it there as PNG."""
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
+    if path is not None:  # whole or not at all, as every file of a run folder
+        atomic_write(path, lambda f: fig.savefig(f, dpi=100, format="png"))
     return fig
 
 

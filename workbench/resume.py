@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from utils import get_device
 from workbench import checkpoints, folders, provenance
-from workbench.parameters import CHANGE_NO_RESULT, normalized
+from workbench.parameters import CHANGE_NO_RESULT, check_writable, normalized
 
 # Bumped when what resume.pt holds changes, so an older file is refused by name, not by a KeyError.
 FORMAT = 1
@@ -130,6 +130,12 @@ def check_resumable(params: dict[str, Any]) -> None:
     if folder is None:
         return
     run_dir = Path(folder)
+    if not run_dir.exists():
+        raise ValueError(
+            f"RESUME = {str(folder)!r} does not exist ({run_dir.resolve()}): give the folder of "
+            "the run to go on with (workbench.runs.list_runs(OUTPUT_DIR) lists them), or set "
+            "RESUME = None to start a new run."
+        )
     if run_dir.is_file():
         raise ValueError(
             f"RESUME = {str(folder)!r} is a file: give the run folder, such as {run_dir.parent}."
@@ -152,6 +158,14 @@ def check_resumable(params: dict[str, Any]) -> None:
             f"RESUME goes on with {run_dir} as it started, but {differ}. Set the parameters cell "
             "back to the run's values, or set RESUME = None to start a new run with these."
         )
+    # Training, the plots and the analysis all write into the run's folder, even a finished run's.
+    check_writable(
+        run_dir,
+        "RESUME",
+        f"The run goes on in its own folder, and the cells after training write its plots and "
+        f"metrics.json there: copy the folder to one you can write to (cp -r {run_dir} "
+        f"{Path(params['OUTPUT_DIR']) / run_dir.name}) and set RESUME to the copy.",
+    )
 
 
 def differences(mine: dict[str, Any], other: dict[str, Any], this: str, that: str) -> str:
@@ -168,13 +182,18 @@ def load_state(
 ) -> dict[str, Any]:
     """The run's resume.pt, read safely and checked to belong to this run and this data."""
     path = run_dir / folders.RESUME_FILE
+    fix = (
+        f"So the run cannot go on from it: {path.name} is the one record of the state its next "
+        f"epoch starts from. Put back a whole copy of the run's {path.name} if there is one, or "
+        "set RESUME = None to start a new run; the epochs it finished stay in its folder "
+        "(workbench.runs.load_model loads their weights)."
+    )
     try:
-        saved = folders.read_resume(run_dir)
-    except (checkpoints.CheckpointError, OSError) as err:
+        saved = folders.read_resume(run_dir, fix)
+    except OSError as err:
         raise checkpoints.CheckpointError(
-            f"{path} cannot be used to resume: {err} Resuming needs the {folders.RESUME_FILE} "
-            "the run wrote; without it, set RESUME = None to start a new run."
-        ) from err
+            f"{path} cannot be read ({type(err).__name__}: {err.strerror or err}). {fix}"
+        ) from None
     expected = {"format", "history", "rng", "parameters", "data", *OBJECTS}
     if (
         not isinstance(saved, dict)

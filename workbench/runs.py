@@ -2,7 +2,8 @@
 
 A damaged run folder (a file missing, unreadable or not in the shape the notebook writes) never
 stops the others from being listed: it is named in a warning, skipped, and shown as damaged in the
-comparison. Importing this module does nothing.
+comparison. So is a run whose weights are not the ones its metrics.json was saved with, by the
+loaders and the comparison alike. Importing this module does nothing.
 """
 
 import os
@@ -24,7 +25,8 @@ def scan_runs(output_dir: str | os.PathLike = "outputs") -> tuple[list[dict], di
     if not Path(output_dir).expanduser().is_dir():
         raise FileNotFoundError(
             f"There is no folder {Path(output_dir).expanduser().resolve()}, so it holds no runs: "
-            "pass the OUTPUT_DIR the notebook saved into (outputs unless you changed it)."
+            "run the training cell first, or pass the OUTPUT_DIR the notebook saved into "
+            "(outputs unless you changed it)."
         )
     params_files = Path(output_dir).expanduser().glob(f"*/{folders.PARAMS_FILE}")
     for folder in sorted(p.parent for p in params_files):
@@ -91,19 +93,35 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
     )
 
 
+def refusals(found: list[dict[str, Any]]) -> dict[Path, str]:
+    """{run folder: why} of the runs with a finished epoch whose weights load_model refuses (not the
+    ones their metrics.json was saved with), as best_run and latest_run skip them."""
+    refused = {}
+    for run in found:
+        if run["metrics"]:
+            try:
+                folders.check_weights_match(run)
+            except schema.RunFolderError as err:
+                refused[run["path"]] = str(err)
+    return refused
+
+
 def compare_runs(
     output_dir: str | os.PathLike = "outputs", path: str | os.PathLike | None = None
 ) -> tuple[str, Figure]:
     """A table of every run under `output_dir` and their test-accuracy curves in one plot.
 
-    The table (comparison.table) shows the parameters that differ between the runs, the epochs
+    Given a run's folder, the runs beside it (the notebook passes RESUME when it is set). The
+    table (comparison.table) shows the parameters that differ between the runs, the epochs
     finished of those planned, the final and best test accuracy and the time; a damaged run
-    folder gets a row that says so. Returns (table text, figure).
+    folder, and a run whose weights load_model refuses, is marked, with why under the table.
+    Returns (table text, figure).
     """
-    found, damaged = scan_runs(output_dir)
+    folder = Path(output_dir).expanduser()
+    if (folder / folders.PARAMS_FILE).is_file():
+        folder = folder.parent
+    found, damaged = scan_runs(folder)
     if not found and not damaged:
-        raise FileNotFoundError(
-            f"No runs in {Path(output_dir).expanduser().resolve()} yet: "
-            "run the training cell first."
-        )
-    return comparison.table(found, damaged), plots.plot_runs(comparison.curves(found), path)
+        raise FileNotFoundError(f"No runs in {folder.resolve()} yet: run the training cell first.")
+    table = comparison.table(found, damaged, refusals(found))
+    return table, plots.plot_runs(comparison.curves(found), path)

@@ -6,8 +6,9 @@ are then. `bench.start_run(...)` checks again, compares the loaders and the mode
 parameters, and gives a `Run`: a new run folder, or RESUME's run put back as it stopped, with the
 model as COMPILE and PRECISION run it (`run.step_model`, workbench.speed). The run saves every
 epoch (`run.save_epoch`), turns Ctrl-C into a stop that keeps what finished (`with run:`), and
-hands the cells after training its history and analysis, refusing until there is one. Importing
-this module does nothing.
+hands the cells after training its history and analysis, refusing until there is one. Ctrl-C
+while the run's files change waits until they and the Run agree again (files.interrupts_deferred).
+Importing this module does nothing.
 """
 
 import copy
@@ -30,6 +31,7 @@ from workbench import (
     schema,
     speed,
 )
+from workbench.files import interrupts_deferred
 
 
 class Workbench:
@@ -67,11 +69,35 @@ class Workbench:
         training = resume.Training(model, optimizer, scheduler, ema_model)
         speed.keep_freed_memory()  # before anything is timed: steps reuse their memory
         if params["RESUME"]:
+            chosen = folders.read_params(params["RESUME"])["speed"]  # the mode it started in
+        else:
+            chosen = speed.choose_for(params, model, train_loader)  # a stop here leaves no folder
+        # Ctrl-C waits until the run's folder is made or put back and its Run made, then says
+        # where it is and how to go on. (The training cell's `run` stays what it was.)
+        run = None
+        try:
+            with interrupts_deferred():
+                run = self._open_run(params, training, train_loader, chosen)
+        except KeyboardInterrupt:
+            if run is not None:
+                run.say_stopped()
+            raise
+        self.last_run = run
+        return run
+
+    def _open_run(
+        self,
+        params: dict[str, Any],
+        training: resume.Training,
+        train_loader: DataLoader,
+        chosen: dict[str, Any],
+    ) -> "Run":
+        """RESUME's run put back as it stopped, or a new run folder; the Run of it."""
+        model = training.model
+        if params["RESUME"]:
             run_dir, history = resume.restore(params, training, train_loader)
-            chosen = folders.read_params(run_dir)["speed"]  # the mode the run started in
             print(f"Resuming {run_dir} after epoch {len(history['test_acc'])}")
         else:
-            chosen = speed.choose_for(params, model, train_loader)
             history = {key: [] for key in schema.METRIC_KEYS}
             last = self.last_run
             continued = last.dir if last and last.training.model is model else None
@@ -81,8 +107,7 @@ class Workbench:
             )
             print(f"Saving into {run_dir}")
         print(speed.describe(chosen))
-        self.last_run = Run(run_dir, params, training, train_loader, history, self.device, chosen)
-        return self.last_run
+        return Run(run_dir, params, training, train_loader, history, self.device, chosen)
 
 
 class Run:
@@ -121,21 +146,18 @@ class Run:
         """Record a finished epoch's values (one per schema.METRIC_KEYS) and save the epoch."""
         if values.keys() != set(schema.METRIC_KEYS):
             raise TypeError(f"save_epoch takes exactly {', '.join(schema.METRIC_KEYS)}")
-        for key in schema.METRIC_KEYS:
-            self._history[key].append(values[key])
-        try:
+        history = {key: [*self._history[key], values[key]] for key in schema.METRIC_KEYS}
+        # Ctrl-C waits until the files are saved and the history is theirs: a stop leaves the two
+        # agreeing, on the epoch before or on this one. An error leaves both on the epoch before.
+        with interrupts_deferred():
             folders.save_epoch(
                 self.dir,
-                self._history,
+                history,
                 self.training.ema_model.module,
                 self.params["EPOCHS"],
-                resume.state(self.training, self._history, self.params, self.loader),
+                resume.state(self.training, history, self.params, self.loader),
             )
-        except BaseException:
-            for key in schema.METRIC_KEYS:  # the epoch is not saved, so it did not finish
-                self._history[key].pop()
-            raise
-        self._analysis = None
+            self._history, self._analysis = history, None
 
     def __enter__(self) -> "Run":
         return self
@@ -143,12 +165,16 @@ class Run:
     def __exit__(self, kind, error, traceback) -> bool:
         """Ctrl-C (Jupyter's stop button) ends the training loop as a stop that loses nothing."""
         if kind is KeyboardInterrupt:
-            print(
-                f"Interrupted: the {self.epochs_done} finished epochs are saved in {self.dir}; "
-                f"to go on, set RESUME = {str(self.dir)!r} and run the notebook again."
-            )
+            self.say_stopped()
             return True
         return False
+
+    def say_stopped(self) -> None:
+        """Print what a stop kept, and the RESUME value to go on with."""
+        print(
+            f"Interrupted: the {self.epochs_done} finished epochs are saved in {self.dir}; "
+            f"to go on, set RESUME = {str(self.dir)!r} and run the notebook again."
+        )
 
     def analyse(self, test_loader: DataLoader, tta_shift: int) -> analysis.Analysis:
         """Predict every test image with the run's averaged weights (test-time augmentation with
@@ -164,8 +190,9 @@ class Run:
             map_location=self.device,
         )
         result = analysis.analyse(saved, test_loader, self.device, tta_shift)
-        folders.save_final(self.dir, tta_shift=tta_shift, final_test_acc=result.accuracy)
-        self._analysis = result
+        with interrupts_deferred():  # metrics.json and `run.analysis` hold the result together
+            folders.save_final(self.dir, tta_shift=tta_shift, final_test_acc=result.accuracy)
+            self._analysis = result
         return result
 
     @property
