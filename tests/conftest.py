@@ -8,9 +8,14 @@ import socket
 import struct
 from pathlib import Path
 
-import matplotlib
-import pytest
-import torch
+# The tests train on a few dozen images, where a second thread only adds its start and stop to
+# every tensor operation (and on a busy machine, far more); the notebook's kernels and the runs in
+# child processes inherit it. Set before PyTorch loads, which reads it once.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import matplotlib  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import notebook_cells
 from model import MNISTNet

@@ -84,9 +84,11 @@ def run_never_stopped(settings, output_dir):
 
 
 @pytest.fixture
-def reference(settings, tmp_path):
-    """The folder of the same run, never stopped, for a test to change."""
-    return run_never_stopped(settings, tmp_path / "reference")
+def reference(never_stopped, tmp_path):
+    """A copy of the run never stopped, for a test to change: copied in milliseconds, where
+    training it again takes seconds."""
+    run_dir = never_stopped[0]
+    return Path(shutil.copytree(run_dir, tmp_path / "reference" / run_dir.name))
 
 
 # The files a run renames into place, in order: resume.pt and params.json as it starts (resume.pt

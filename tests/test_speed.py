@@ -359,6 +359,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow  # two processes of fifty default-network steps
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's, on Linux")
 def test_kept_memory_is_reused_without_faulting_it_back_in():
     def page_faults(how):
