@@ -39,19 +39,19 @@ def examples_net():
     return nn.Sequential(*features, *head, nn.LogSoftmax(dim=1))
 
 
-def pil_loaders(data_dir, train_images, train_transform, batch_size, test_batch_size, num_workers):
-    """Per-image PIL loaders over torchvision's MNIST, as both baselines use them."""
+def pil_loaders(data_dir, images, train_transform, batch_size, test_batch_size, num_workers):
+    """Per-image PIL loaders over torchvision's MNIST, as both baselines use them; the first
+    `images` of each split only, when given."""
     normalize = [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
-    train_set = datasets.MNIST(
-        data_dir, train=True, transform=transforms.Compose(train_transform + normalize)
-    )
-    if train_images is not None:
-        train_set = Subset(train_set, range(min(train_images, len(train_set))))
-    test_set = datasets.MNIST(data_dir, train=False, transform=transforms.Compose(normalize))
+    sets = [
+        datasets.MNIST(data_dir, train=train, transform=transforms.Compose(steps + normalize))
+        for train, steps in ((True, train_transform), (False, []))
+    ]
+    sets = [Subset(s, range(min(images, len(s)))) if images else s for s in sets]
     workers = dict(num_workers=num_workers, persistent_workers=num_workers > 0)
     return (
-        DataLoader(train_set, batch_size=batch_size, shuffle=True, **workers),
-        DataLoader(test_set, batch_size=test_batch_size, shuffle=False, **workers),
+        DataLoader(sets[0], batch_size=batch_size, shuffle=True, **workers),
+        DataLoader(sets[1], batch_size=test_batch_size, shuffle=False, **workers),
     )
 
 

@@ -261,10 +261,10 @@ def main():
     )
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs: a few minutes")
     parser.add_argument("--profile", action="store_true", help="profile the training loop only")
-    parser.add_argument("--smoke", action="store_true", help="SMOKE runs: checks it runs")
+    parser.add_argument("--smoke", action="store_true", help="SMOKE runs, uncompiled: it runs")
     common.add_run_options(parser)
     parser.add_argument("--epochs", type=int, help="EPOCHS of the notebook runs")
-    parser.add_argument("--train-images", type=int, help="the baselines' training images")
+    parser.add_argument("--baseline-images", type=int, help="the baselines' images a split")
     settings = ["default", *budgets.SETTINGS]
     parser.add_argument("--only", choices=settings, nargs="+", default=settings)
     parser.add_argument("--out", default=str(RESULTS), help="JSON file to write")
@@ -279,8 +279,8 @@ def main():
     seeds = args.seeds[:1] if args.quick else args.seeds
     epochs = 2 if args.quick else args.epochs
     parameters = {"EPOCHS": epochs} if epochs else {}
-    parameters.update({"SMOKE": True} if args.smoke else {})
-    train_images = args.train_images or (12_000 if args.quick else None)
+    parameters.update({"SMOKE": True, "COMPILE": False} if args.smoke else {})  # no compiling
+    train_images = args.baseline_images or (12_000 if args.quick else None)
     found, cpu = common.provenance(), common.cpu_identity()
     result = dict(provenance=found, quick=args.quick, notebook_parameters_changed=parameters)
     records = []

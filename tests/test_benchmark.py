@@ -75,7 +75,7 @@ def test_a_tiny_run_records_every_epoch_of_all_three(
             "5",
             "--epochs",
             "2",
-            "--train-images",
+            "--baseline-images",
             "64",
             "--smoke",
             "--only",

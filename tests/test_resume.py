@@ -641,25 +641,23 @@ def test_sigkill_or_sigint_at_random_moments_then_resume_is_the_run_never_stoppe
     plain.communicate(timeout=300)
     assert plain.returncode == 0
     chooser = random.Random(17)
-    stopped_after = []
-    for chain in range(2):
-        run_dir = None
-        for stop in range(2):  # a kill and a Ctrl-C, each resumed; then the end
-            process = child(settings, **({"RESUME": run_dir} if run_dir else {}))
-            run_dir = started(process)
-            # A step of the training left or the saving of an epoch, read as the child gets
-            # there (not timed: a busy machine slows the stops as it slows the training), and
-            # a moment after it: in a training step, the test pass or the files' renames.
-            points = progress_points(epochs_saved(run_dir), steps)
-            wait_for(process, chooser.choice(points) if points else 0, steps)  # none: finished
-            time.sleep(chooser.uniform(0, 0.02))
-            process.send_signal(signal.SIGKILL if stop % 2 == chain else signal.SIGINT)
-            process.communicate(timeout=300)
-            stopped_after.append(epochs_saved(run_dir))
-        last = child(settings, RESUME=run_dir)
-        last.communicate(timeout=300)
-        assert last.returncode == 0
-        assert_same_run(Path(run_dir), Path(reference))
-        assert not list(Path(run_dir).glob(".*.tmp"))
+    stopped_after, run_dir = [], None
+    for stop in (signal.SIGKILL, signal.SIGINT):  # each resumed; then the end
+        process = child(settings, **({"RESUME": run_dir} if run_dir else {}))
+        run_dir = started(process)
+        # A step of the training left or the saving of an epoch, read as the child gets there
+        # (not timed: a busy machine slows the stops as it slows the training), and a moment
+        # after it: in a training step, the test pass or the files' renames.
+        points = progress_points(epochs_saved(run_dir), steps)
+        wait_for(process, chooser.choice(points) if points else 0, steps)  # none: finished
+        time.sleep(chooser.uniform(0, 0.02))
+        process.send_signal(stop)
+        process.communicate(timeout=300)
+        stopped_after.append(epochs_saved(run_dir))
+    last = child(settings, RESUME=run_dir)
+    last.communicate(timeout=300)
+    assert last.returncode == 0
+    assert_same_run(Path(run_dir), Path(reference))
+    assert not list(Path(run_dir).glob(".*.tmp"))
     # The stops land anywhere in the training left, so some before the last epoch was saved.
     assert min(stopped_after) < EPOCHS, stopped_after
