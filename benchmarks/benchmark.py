@@ -15,6 +15,7 @@ benchmarks/budgets.json.
 
 import argparse
 import statistics
+from itertools import chain, islice, repeat
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -236,16 +237,15 @@ def bracketed(found_roofline, steps):
 
 
 def profile(data_dir, steps=300):
-    """Print torch.profiler's table of `steps` steps of the default network's training loop, on the
-    real training loader, in the mode COMPILE and PRECISION "auto" choose here: the batches, then
-    forward, backward and SGD, named by their operators."""
+    """Print torch.profiler's table of `steps` steps of the default network's training loop on the
+    training loader, in the mode "auto" chooses here: building batches, the step's operators."""
     defaults = common.notebook_defaults()
     loader, _ = utils.get_data_loaders(defaults["BATCH_SIZE"], data_dir=data_dir, download=False)
     model = MNISTNet(defaults["CHANNELS"], defaults["DROPOUT"]).train()
     mode = speed.mode_of(speed.choose_for(defaults, model, loader))
-    step, batches = speed.bare_step(model, mode), iter(loader)
-    for _ in range(speed.WARMUP_STEPS):
-        step(*next(batches))
+    step, batches = speed.bare_step(model, mode), chain.from_iterable(repeat(loader))
+    for images, labels in islice(batches, speed.WARMUP_STEPS):
+        step(images, labels)
     with torch.profiler.profile() as profiler:
         for _ in range(steps):
             with torch.profiler.record_function("building batches"):

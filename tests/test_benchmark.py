@@ -1,6 +1,7 @@
 """The benchmarks package: a whole benchmark on tiny data, its arithmetic, the budget settings."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -224,3 +225,10 @@ def test_the_recorded_benchmark_is_one_run_and_the_docs_show_its_ratios():
     docs = (REPO / "docs" / "results.md").read_text()
     for row in benchmark.speed_table(recorded["speed"]).splitlines()[2:]:
         assert row in docs, "docs/results.md's table is not the one results.json gives"
+
+
+def test_the_profile_tables_the_training_loop_by_operator(tiny_root, capsys):
+    benchmark.profile(tiny_root, steps=3)  # 96 images: one batch, drawn again and again
+    table = capsys.readouterr().out
+    assert re.search(r"3 training steps of the default network, (fp32|bf16)", table)
+    assert "building batches" in table and "aten::convolution" in table
