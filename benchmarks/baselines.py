@@ -96,10 +96,8 @@ def evaluate(model, loader):
 
 
 def train_run(name, data_dir, train_images, epochs, seed, stop_at=None):
-    """Train one baseline; return its record. An epoch's time counts its training and test pass.
-
-    With `stop_at`, training stops after the first epoch at that test accuracy (%) or more.
-    """
+    """Train one baseline; return its record. An epoch's time counts its training and test pass;
+    with `stop_at`, training stops after the first epoch at that test accuracy (%) or more."""
     utils.set_seed(seed)
     model, optimizer, scheduler, train_loader, test_loader = SETUPS[name](data_dir, train_images)
     n = len(train_loader.dataset)

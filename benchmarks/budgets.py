@@ -21,10 +21,8 @@ SETTINGS = {
 
 
 def run_settings(names, seeds, data_dir, extra=None, run=common.run_notebook):
-    """Run the notebook with each setting of `names` on every seed; their records.
-
-    `run` runs each: common.run_notebook, or a wrapper of it taking the same arguments.
-    """
+    """Each setting of `names` on every seed, run by `run` (common.run_notebook or a wrapper of
+    it); their records."""
     records = []
     for name in names:
         for seed in seeds:

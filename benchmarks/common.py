@@ -99,11 +99,8 @@ def record(label, seed, parameter_count, metrics, load_at_start, **extra) -> dic
 
 
 def run_notebook(label, parameters, seed, data_dir, output_dir=None) -> dict[str, Any]:
-    """Execute S5.ipynb once with `parameters` and `seed`; return its record.
-
-    The numbers are the notebook's own, read back from the run folder it saved. That folder goes
-    into `output_dir` when given (and is kept), else into a temporary folder.
-    """
+    """Execute S5.ipynb once with `parameters` and `seed`; return its record, with the numbers of
+    the run folder it saved, kept in `output_dir` when given, else in a temporary folder."""
     import papermill  # only here: summaries and tables need no kernel
 
     with tempfile.TemporaryDirectory(prefix="s5-run-") as tmp:
