@@ -48,13 +48,14 @@ bench: $(BIN)/.installed
 bench-quick: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.benchmark --quick --out outputs/benchmark-quick.json
 
-# Every test; the slow ones run the notebook, a browser or one epoch on the real data.
+# Every test; the slow ones run the notebook, a browser or one epoch on the real data. The tests
+# are spread over one worker process per CPU core (pytest-xdist), each training in one thread.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 # The edit-test loop: every test that runs no notebook or browser and trains nothing on real data.
 test-fast: $(BIN)/.installed
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow"
 
 # ruff, configured in pyproject.toml, over the .py files and the notebook.
 lint: $(BIN)/.installed

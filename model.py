@@ -4,6 +4,7 @@ Importing this module builds nothing and reads no data:
 `from model import MNISTNet` is all another notebook needs.
 """
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -104,13 +105,16 @@ class MNISTNet(nn.Module):
 def stage_widths(channels: Channels) -> tuple[tuple[int, ...], ...]:
     """`channels` as four tuples of widths, one per resolution; ValueError if it is not one."""
     stages = ()
+    if hasattr(channels, "tolist"):  # a NumPy array or a tensor of widths
+        channels = channels.tolist()
     if isinstance(channels, (tuple, list)):
         stages = tuple(tuple(c) if isinstance(c, (tuple, list)) else (c,) for c in channels)
     widths = [w for stage in stages for w in stage]
     if (
         len(stages) != 4
         or not all(stages)
-        or not all(isinstance(w, int) and not isinstance(w, bool) for w in widths)
+        # NumPy's integers are widths too (numbers.Integral); a bool is not.
+        or not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) for w in widths)
         or not all(0 < w <= MAX_WIDTH for w in widths)
     ):
         raise ValueError(
@@ -118,7 +122,7 @@ def stage_widths(channels: Channels) -> tuple[tuple[int, ...], ...]:
             f"width (an int from 1 to {MAX_WIDTH}) or a tuple of widths; got {channels!r}. "
             "Pass e.g. (16, 32, 64, 128), or ((8, 8), 12, 16, 16) for two blocks at 28x28."
         )
-    return stages
+    return tuple(tuple(int(w) for w in stage) for stage in stages)
 
 
 def layers(channels: Channels = DEFAULT_CHANNELS) -> tuple[tuple[int, int], ...]:
@@ -148,7 +152,8 @@ def check_input(x: object, device: torch.device | None = None) -> None:
     """Raise ValueError unless x is a floating-point (N, 1, 28, 28) tensor, on `device` if given."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(
-            f"MNISTNet expects a torch.Tensor of shape (N, 1, 28, 28), got {type(x).__name__}."
+            f"MNISTNet expects a torch.Tensor of shape (N, 1, 28, 28), got {type(x).__name__}. "
+            "Convert a NumPy array with torch.from_numpy(x), anything else with torch.tensor(x)."
         )
     if x.dim() != 4 or tuple(x.shape[1:]) != INPUT_SHAPE or not x.is_floating_point():
         raise ValueError(

@@ -193,23 +193,36 @@ def get_data_loaders(
     augmentation in workers. `max_samples` keeps the first n images of each split (smoke runs).
     A bad argument, or a missing or damaged file, is refused by name before any data is read.
     """
-    check_number("batch_size", batch_size, 1, integer=True, fix="Pass e.g. batch_size=128.")
-    check_number("test_batch_size", test_batch_size, 1, integer=True, fix="Pass e.g. 1000.")
-    check_number("num_workers", num_workers, 0, integer=True, fix="Pass 0 for no workers.")
+    # As plain ints: DataLoader and manual_seed refuse NumPy's integers, with misleading messages.
+    batch_size = check_number("batch_size", batch_size, 1, integer=True, fix="Pass e.g. 128.")
+    test_batch_size = check_number(
+        "test_batch_size", test_batch_size, 1, integer=True, fix="Pass e.g. 1000."
+    )
+    num_workers = check_number("num_workers", num_workers, 0, integer=True, fix="Pass 0 for none.")
     fix = "Pass 0 for none, or augment=False for no augmentation."
     check_number("rotation", rotation, 0, fix=fix)
     check_number("shift", shift, 0, fix=fix)
+    if shift > 0.5:  # shift=2, meant as pixels, would move most digits out of sight
+        raise ValueError(f"shift must be a share of the image size up to 0.5; got {shift}. {fix}")
     check_number("zoom", zoom, 0, below=1, fix=fix)  # a zoom of 1 could scale a digit by 0
     if seed is not None:  # manual_seed's range (it takes a negative seed as 2**64 plus it)
-        check_number("seed", seed, 0, below=2**64, integer=True, fix="Pass None for no seed.")
+        seed = check_number(
+            "seed", seed, 0, below=2**64, integer=True, fix="Pass None for no seed."
+        )
     if max_samples is not None:
-        check_number("max_samples", max_samples, 1, integer=True, fix="None keeps every image.")
+        max_samples = check_number(
+            "max_samples", max_samples, 1, integer=True, fix="Pass None for all images."
+        )
+    for name, value in (("download", download), ("augment", augment)):
+        if not isinstance(value, bool):  # the string "False" is true
+            raise ValueError(f"{name} must be True or False; got {value!r}. A string is true.")
     device = torch.device(device)
     if num_workers and device.type != "cpu":
         raise ValueError(
             f"num_workers={num_workers} needs the data on the CPU, but device={device}. "
             "Use num_workers=0 when the data lives on an accelerator."
         )
+    check_device(device)
     root = resolve_data_dir(data_dir)
     check_mnist_files(root, download)
     splits = {}
@@ -251,16 +264,27 @@ transforms_data = get_data_loaders
 
 def check_number(
     name: str, value: object, low: int, below: float = math.inf, *, integer: bool = False, fix: str
-) -> None:
-    """Raise ValueError naming `name` unless `value` is a number (an int if `integer`, never a
-    bool) with low <= value < below; `fix` ends the message."""
+) -> numbers.Real:
+    """`value` (as an int if `integer`) when it is a number (never a bool) with
+    low <= value < below; else ValueError naming `name`, ending with `fix`."""
     kind = numbers.Integral if integer else numbers.Real
     # NaN fails every comparison, and infinity is not below math.inf: both are refused.
     if not isinstance(value, bool) and isinstance(value, kind) and low <= value < below:
-        return
+        return int(value) if integer else value
     number = "an int" if integer else "a finite number"
     allowed = f"{number} >= {low}" if below == math.inf else f"{number} in [{low}, {below})"
     raise ValueError(f"{name} must be {allowed}; got {value!r}. {fix}")
+
+
+def check_device(device: torch.device) -> None:
+    """ValueError unless `device` is the CPU or this machine's accelerator."""
+    here = get_device()
+    if device.type not in ("cpu", here.type):
+        raise ValueError(
+            f"device={str(device)!r}: this machine has no {device.type} device to hold the data "
+            f"({'only the CPU' if here.type == 'cpu' else here}). Pass device=utils.get_device() "
+            'or "cpu".'
+        )
 
 
 def check_mnist_files(root: Path, download: bool) -> None:
@@ -275,8 +299,10 @@ def check_mnist_files(root: Path, download: bool) -> None:
         )
     missing = [name for name in RAW_FILES if not (raw / name).is_file()]
     if missing and not download:
+        # There, but no file: a link to nowhere, a folder, a pipe.
+        found = [f"{n} (there, but not a file)" if os.path.lexists(raw / n) else n for n in missing]
         raise FileNotFoundError(
-            f"MNIST was not found in {raw}: missing {', '.join(missing)}. Pass data_dir (or set "
+            f"MNIST was not found in {raw}: missing {', '.join(found)}. Pass data_dir (or set "
             "$MNIST_DATA_DIR) to the folder that holds MNIST/raw/, or pass download=True to "
             f"download it into {raw}."
         )

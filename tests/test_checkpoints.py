@@ -245,3 +245,63 @@ def test_a_device_this_machine_lacks_is_named_not_called_corruption(model, tmp_p
         pytest.skip("this machine has an accelerator; the check is for one without")
     with pytest.raises(checkpoints.CheckpointError, match=f"has no {missing} device"):
         checkpoints.load_weights(MNISTNet(), path, map_location=missing)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["module.", "_orig_mod.module.", "module._orig_mod."],
+    ids=["ddp", "compiled-ddp", "ddp-compiled"],
+)
+def test_a_data_parallel_models_state_dict_loads(model, tmp_path, prefix):
+    """DataParallel and DistributedDataParallel keep the model under "module.": it was refused as
+    "a different architecture", naming every key."""
+    path = tmp_path / "ddp.pt"
+    torch.save({prefix + key: value for key, value in model.state_dict().items()}, path)
+    x = torch.randn(2, 1, 28, 28)
+    loaded = checkpoints.load_weights(other_model(model, x), path)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_the_arguments_swapped_are_named(model, tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    for swapped in (path, str(path)):
+        with pytest.raises(TypeError, match=r"takes the model first, then the path; got a "):
+            checkpoints.load_weights(swapped, model)
+
+
+def test_loading_into_the_moving_average_says_to_load_into_its_network(model, tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    average = torch.optim.swa_utils.AveragedModel(MNISTNet())
+    with pytest.raises(checkpoints.CheckpointError, match=r"load_weights\(average\.module, "):
+        checkpoints.load_weights(average, path)
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(checkpoints.load_weights(average.module, path).eval()(x), model(x))
+
+
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
+@pytest.mark.parametrize("kind", ["meta", "sparse"])
+def test_tensors_without_plain_data_are_refused_by_name(model, tmp_path, kind):
+    """They failed inside the NaN check: "Tensor.item() cannot be called on meta tensors", or
+    NotImplementedError for a sparse tensor."""
+    state = model.state_dict()
+    state["fc.weight"] = state["fc.weight"].to("meta" if kind == "meta" else "cpu")
+    if kind == "sparse":
+        state["fc.weight"] = state["fc.weight"].to_sparse()
+    path = tmp_path / "w.pt"
+    torch.save(state, path)
+    with pytest.raises(checkpoints.CheckpointError) as info:
+        checkpoints.load_weights(MNISTNet(), path)
+    assert str(info.value).startswith(f"{path} holds fc.weight without plain data (sparse, or on ")
+
+
+def test_weights_saved_before_batchnorm_counted_its_batches_load(model, tmp_path):
+    """A state_dict without BatchNorm's num_batches_tracked (PyTorch before 0.4.1) was refused as
+    "a different architecture"; BatchNorm itself loads such a file with a count of 0."""
+    path = tmp_path / "old.pt"
+    torch.save({k: v for k, v in model.state_dict().items() if "num_batches" not in k}, path)
+    x = torch.randn(2, 1, 28, 28)
+    loaded = checkpoints.load_weights(other_model(model, x), path)
+    torch.testing.assert_close(loaded(x), model(x))
+    assert loaded.block1.bn.num_batches_tracked == 0

@@ -192,3 +192,29 @@ def test_ctrl_c_in_a_block_inside_another_waits_for_the_outer_one(tmp_path):
 def test_one_line_joins_a_message_of_several_lines():
     err = RuntimeError("Error downloading x.gz:\nTried https://mirror/, got:\n  refused\n")
     assert files.one_line(err) == "Error downloading x.gz: Tried https://mirror/, got: refused"
+
+
+def test_a_folder_in_the_place_of_a_file_is_refused_without_saying_to_remove_it(tmp_path):
+    """A figure's path given as a folder (or ""): the error said to remove the folder."""
+    with pytest.raises(IsADirectoryError) as info:
+        files.atomic_write(tmp_path, writes(b"png"))
+    assert str(info.value) == (
+        f"[Errno {errno.EISDIR}] {tmp_path} is a folder, so no file can be written in its place: "
+        "give the path of a file (in that folder, or elsewhere)"
+    )
+    assert contents(tmp_path) == {}
+
+
+@pytest.mark.parametrize("below", ["", "out"], ids=["the-file", "under-it"])
+def test_a_file_in_the_way_of_a_folder_to_write_to_is_named(tmp_path, below):
+    """Only "File exists" or "Not a directory" was said, not which file is in the way."""
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a folder")
+    folder = blocker / below if below else blocker
+    with pytest.raises(ValueError) as info:
+        files.check_writable(folder)
+    message = str(info.value)
+    assert message.startswith(f"OUTPUT_DIR = {str(folder)!r} cannot be written (")
+    assert message.endswith(
+        f"{blocker} is a file, not a folder. Set OUTPUT_DIR to a folder you can write to."
+    )

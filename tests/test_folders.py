@@ -445,3 +445,36 @@ def test_leftover_temporaries_of_a_hard_stop_are_removed_and_nothing_else(params
     (run_dir / "notes.tmp").write_text("mine")
     folders.remove_leftovers(run_dir)
     assert contents(run_dir) == {**kept, "notes.tmp": b"mine"}
+
+
+def test_an_output_dir_too_long_for_a_runs_files_is_refused_as_the_run_starts(
+    params, model, tmp_path
+):
+    """Its folder could be made but not the longest file in it (PATH_MAX): a raw "File name too
+    long" at the first save, or at the end of the run for a plot."""
+    limit = os.pathconf(tmp_path, "PC_PATH_MAX") - 66  # a run folder's name fits, its files not
+    deep = tmp_path
+    while len(str(deep)) < limit:
+        deep /= "d" * min(200, limit - len(str(deep)))
+    with pytest.raises(OSError) as info:
+        new_run({**params, "OUTPUT_DIR": str(deep)}, model)
+    assert info.value.errno == errno.ENAMETOOLONG
+    assert str(info.value).endswith(
+        "cannot be made in it (File name too long). Choose another OUTPUT_DIR (a shorter path, "
+        "for a name too long)."
+    )
+    assert f"No run can be saved in OUTPUT_DIR = {str(deep)!r}: " in str(info.value)
+    assert list(deep.iterdir()) == []  # no folder left behind
+
+
+def test_an_output_dir_that_is_a_runs_folder_is_refused(params, model):
+    """New runs went inside it, where the comparison of the runs beside it missed them."""
+    run_dir = fake_run(params, model, [98.0])
+    with pytest.raises(ValueError) as info:
+        folders.check_output_dir(run_dir)
+    assert str(info.value) == (
+        f"OUTPUT_DIR = {str(run_dir)!r} is a run's folder (it holds params.json), and a new run's "
+        f"folder goes inside OUTPUT_DIR: set OUTPUT_DIR to the folder that holds the runs, "
+        f"{str(run_dir.parent)!r}, or set RESUME = {str(run_dir)!r} to go on with that run."
+    )
+    folders.check_output_dir(run_dir.parent)  # the folder of the runs is one

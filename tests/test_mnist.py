@@ -3,6 +3,9 @@
 import errno
 import gzip
 import os
+import re
+import shlex
+import shutil
 import socket
 import tempfile
 import time
@@ -411,3 +414,21 @@ def test_an_old_torchvision_cache_is_refused_naming_it(tiny_copy):
         torch.save(stale, processed / name)
     with pytest.raises(mnist.MNISTDataError, match=f"Delete {processed}"):
         mnist.prepare(tiny_copy, subset=True)
+
+
+def test_the_copy_to_make_of_a_read_only_folder_with_spaces_is_quoted(
+    tiny_root, tmp_path, monkeypatch
+):
+    """`cp -r <folder> data/` was given unquoted, so pasted into a shell it copied nothing."""
+    root = tmp_path / "my data ü"
+    shutil.copytree(tiny_root, root)
+    pack(raw(root))
+
+    def read_only_mount(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only_mount)
+    with pytest.raises(mnist.MNISTDataError) as info:
+        mnist.prepare(root)
+    command = re.search(r"`(cp -r .*?)`", str(info.value)).group(1)
+    assert shlex.split(command) == ["cp", "-r", str(raw(root).parent), "data/"]

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,6 +58,30 @@ def test_bad_input_raises_clear_error(model, x):
 def test_non_tensor_input_raises(model):
     with pytest.raises(ValueError, match="got list"):
         model([[0.0] * 28] * 28)
+
+
+def test_a_numpy_batch_is_refused_saying_how_to_convert_it(model):
+    images = np.zeros((2, 1, 28, 28), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"got ndarray\. Convert .* torch\.from_numpy\(x\)"):
+        model(images)
+    assert model(torch.from_numpy(images)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "channels",
+    [
+        (np.int64(8), (np.int32(12), 12), 16, np.int64(20)),  # widths computed with NumPy
+        np.array([8, 12, 16, 20]),
+        torch.tensor([8, 12, 16, 20]),
+    ],
+    ids=["numpy-ints", "numpy-array", "tensor"],
+)
+def test_widths_from_numpy_or_torch_build_the_same_network(channels):
+    """They were refused as "an int from 1 to 4096", which a NumPy integer reads as."""
+    model = MNISTNet(channels)
+    as_ints = tuple(tuple(int(w) for w in np.atleast_1d(c)) for c in channels)
+    assert model.channels == as_ints == stage_widths(as_ints)
+    assert all(type(w) is int for stage in model.channels for w in stage)
 
 
 def test_input_on_another_device_than_the_weights_raises(model):

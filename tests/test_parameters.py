@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,6 +74,10 @@ def test_good_parameters_pass_and_create_the_output_dir(params):
         ("DATA_DIR", 3, "None or a folder path"),
         ("OUTPUT_DIR", "", "a folder path"),
         ("RESUME", 5, "None or the folder of a run to go on with"),
+        ("OUTPUT_DIR", " ", "a folder path"),  # made a folder named by a space
+        ("OUTPUT_DIR", "out\0put", "a folder path"),  # was ValueError: embedded null byte
+        ("DATA_DIR", "\t", "None or a folder path"),
+        ("CHANNELS", (np.int64(8), 12, 16, 20), "entry 1, np.int64(8), is not a width"),
     ],
 )
 def test_a_bad_value_is_named_with_what_is_allowed(params, name, value, allowed):
@@ -83,6 +88,27 @@ def test_a_bad_value_is_named_with_what_is_allowed(params, name, value, allowed)
     assert allowed in message and "\n" not in message
     if isinstance(value, str):
         assert "-p" in message  # how to pass it with papermill
+
+
+@pytest.mark.parametrize("name", ["OUTPUT_DIR", "DATA_DIR", "RESUME"])
+def test_a_folder_papermill_read_as_a_number_says_to_pass_it_with_r(params, name):
+    """-p OUTPUT_DIR 2026 gives the int 2026: "must be a folder path" alone left no way to pass
+    a folder of that name."""
+    with pytest.raises(ValueError) as info:
+        parameters.check_parameters({**params, name: 2026})
+    assert str(info.value).endswith(
+        "(papermill's -p reads 2026 as a number: pass a folder name with -r)."
+    )
+
+
+def test_an_upper_case_variable_of_ones_own_is_refused_saying_how_to_keep_it(params):
+    with pytest.raises(ValueError) as info:
+        parameters.check_parameters({**params, "TOTAL": 5})
+    assert str(info.value).startswith(
+        "TOTAL: TOTAL is not a parameter of this notebook (an upper-case name is taken for one: "
+        "name a variable of yours in lower case, or del TOTAL). The parameters are BATCH_SIZE, "
+    )
+    assert parameters.check_parameters({**params, "total": 5}) == params
 
 
 def test_compile_on_a_cpu_without_a_cxx_compiler_says_what_to_install(params, monkeypatch):

@@ -242,3 +242,33 @@ def test_an_output_folder_given_for_a_run_is_named_as_no_run_folder(params, mode
         runs.load_model(run_dir.parent)
     monkeypatch.setenv("HOME", str(run_dir.parent.parent))
     assert runs.load_model(f"~/{run_dir.parent.name}/{run_dir.name}") is not None
+
+
+def test_given_a_run_folder_the_loaders_take_the_runs_beside_it(params, model):
+    """As compare_runs does: best_run(run_dir) said "No run with a finished epoch in" a run that
+    had two, and list_runs(run_dir) gave [] without a word."""
+    best = fake_run(params, model, [98.0, 99.0])
+    latest = fake_run(params, model, [97.0])
+    for given in (best, latest):
+        assert runs.best_run(given) == best and runs.latest_run(given) == latest
+        assert [r["path"] for r in runs.list_runs(given)] == [best, latest]
+
+
+def test_a_stray_params_json_does_not_make_the_output_folder_a_run(params, model, tmp_path):
+    """A params.json copied into the output folder itself: compare_runs compared the folders
+    beside the output folder instead of the runs in it."""
+    run_dir = fake_run(params, model, [98.0])
+    shutil.copy(run_dir / folders.PARAMS_FILE, tmp_path / "outputs" / folders.PARAMS_FILE)
+    table, _ = runs.compare_runs(outputs(params))
+    assert [row.split()[0] for row in table.splitlines()[2:]] == [run_dir.name]
+    assert runs.latest_run(outputs(params)) == run_dir
+
+
+@pytest.mark.parametrize("name", [folders.PARAMS_FILE, folders.WEIGHTS_FILE])
+def test_load_model_given_a_file_of_a_run_names_its_folder(params, model, name):
+    run_dir = fake_run(params, model, [98.0])
+    with pytest.raises(schema.RunFolderError) as info:
+        runs.load_model(run_dir / name)
+    assert str(info.value) == (
+        f"{run_dir / name} is a file, not a run folder: give the folder that holds it, {run_dir}."
+    )

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import fake_run
-from workbench import folders, parameters, schema
+from model import MNISTNet, count_parameters
+from workbench import folders, parameters, runs, schema
 
 PATH = Path("outputs") / "run" / "file.json"
 
@@ -148,3 +149,21 @@ def test_the_damage_message_says_what_to_do():
     err = schema.damaged(PATH, "is odd")
     assert isinstance(err, ValueError)
     assert re.fullmatch(rf"{re.escape(str(PATH))} is odd: the run folder is damaged\. .*", str(err))
+
+
+def test_channels_edited_away_from_the_parameter_count_are_damage(written, params, model):
+    """A params.json whose CHANNELS was edited by hand: load_model said the weights came from "a
+    different architecture" and to build it, while compare_runs and best_run took the run."""
+    info = changed(written[0], lambda i: i["parameters"].update(CHANNELS=[8, 8, 8, 8]))
+    size = schema.network_size([8, 8, 8, 8])
+    assert size == count_parameters(MNISTNet(channels=(8, 8, 8, 8)))
+    assert (
+        f"gives parameter_count = {count_parameters(model):,}, but CHANNELS = [8, 8, 8, 8] makes "
+        f"a network of {size:,} parameters: one of the two was edited"
+    ) in refused(schema.check_params, info)
+    run_dir = fake_run(params, model, [98.0])
+    (run_dir / folders.PARAMS_FILE).write_text(json.dumps(info))
+    with pytest.raises(schema.RunFolderError, match="one of the two was edited"):
+        runs.load_model(run_dir)
+    with pytest.warns(UserWarning, match="one of the two was edited"):
+        assert run_dir not in [r["path"] for r in runs.list_runs(params["OUTPUT_DIR"])]

@@ -269,3 +269,25 @@ def test_the_last_cell_compares_the_runs_even_run_before_any_other_cell_but_the_
     empty = {**settings, "OUTPUT_DIR": settings["OUTPUT_DIR"] + "-none"}
     with pytest.raises(FileNotFoundError, match="run the training cell first"):
         run_cells(["imports", "parameters", "compare-runs"], **empty)
+
+
+def test_the_analysis_of_the_training_loader_is_refused(settings):
+    """run.analyse(train_loader, ...) recorded the accuracy on augmented training images as the
+    final test accuracy in metrics.json."""
+    namespace = run_cells(TRAINING_CELLS, **settings)
+    with pytest.raises(ValueError, match=r"given a loader that shuffles, .* Pass test_loader\.$"):
+        namespace["run"].analyse(namespace["train_loader"], 0)
+    assert "final_test_acc" not in folders.read_run(namespace["run"].dir)["metrics"]
+
+
+def test_the_check_cell_refuses_a_run_folder_as_output_dir_but_resumes_it(settings):
+    """New runs went inside the run folder, where the last cell, comparing the runs beside it,
+    missed them."""
+    run_dir = run_cells(TRAINING_CELLS, **settings)["run"].dir
+    with pytest.raises(ValueError, match=r"is a run's folder \(it holds params\.json\)"):
+        run_cells(TRAINING_CELLS[:3], **{**settings, "OUTPUT_DIR": str(run_dir)})
+    assert [p.name for p in run_dir.iterdir() if p.is_dir()] == []
+    resumed = run_cells(
+        TRAINING_CELLS, **{**settings, "OUTPUT_DIR": str(run_dir)}, RESUME=str(run_dir)
+    )
+    assert resumed["run"].dir == run_dir

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -356,6 +357,11 @@ def no_reading(monkeypatch):
         ("max_samples", 0),
         ("max_samples", 2.5),
         ("max_samples", True),
+        ("shift", 2),  # meant as pixels: most digits were moved out of sight
+        ("shift", 0.51),
+        ("download", "False"),  # a string is true: it downloaded
+        ("augment", "no"),  # and it augmented
+        ("augment", None),
     ],
 )
 def test_a_bad_argument_is_refused_naming_it_before_any_data_is_read(
@@ -371,6 +377,48 @@ def test_the_edges_of_each_range_are_allowed(tiny_root):
         zoom=0.999, seed=2**64 - 1, max_samples=1,
     )  # fmt: skip
     assert [len(y) for _, y in train_loader] == [1] and [len(y) for _, y in test_loader] == [1]
+    utils.get_data_loaders(data_dir=tiny_root, shift=0.5)  # the notebook's largest SHIFT
+
+
+def test_numpy_integers_are_taken_as_the_ints_they_are(tiny_root):
+    """DataLoader refused batch_size=np.int64(32) as "not a positive integer", and manual_seed
+    a NumPy seed as "an integer is required"."""
+    train_loader, test_loader = loaders(
+        tiny_root, batch_size=np.int64(32), test_batch_size=np.int32(16), seed=np.int64(5),
+        max_samples=np.int64(64), num_workers=np.int64(0),
+    )  # fmt: skip
+    assert train_loader.batch_size == 32 and test_loader.batch_size == 16
+    assert train_loader.generator.initial_seed() == 5
+    assert [len(y) for _, y in train_loader] == [32, 32]
+
+
+@pytest.mark.parametrize("device", ["cuda", "meta"])
+def test_a_device_this_machine_lacks_is_refused_before_any_data_is_read(
+    tiny_root, no_reading, device, monkeypatch
+):
+    monkeypatch.setattr(utils, "get_device", lambda: torch.device("cpu"))
+    with pytest.raises(ValueError) as info:
+        loaders(tiny_root, device=device)
+    assert str(info.value) == (
+        f"device={device!r}: this machine has no {device} device to hold the data (only the "
+        'CPU). Pass device=utils.get_device() or "cpu".'
+    )
+
+
+@pytest.mark.parametrize("odd", ["broken link", "folder", "fifo"])
+def test_a_raw_file_that_is_there_but_no_file_is_named_as_such(tiny_copy, no_reading, odd):
+    """It was called missing, while ls shows it."""
+    path = tiny_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    path.unlink()
+    if odd == "broken link":
+        path.symlink_to(tiny_copy / "nowhere")
+    elif odd == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    with pytest.raises(FileNotFoundError) as info:
+        utils.get_data_loaders(data_dir=tiny_copy, download=False)
+    assert ": missing t10k-labels-idx1-ubyte (there, but not a file). " in str(info.value)
 
 
 def test_missing_mnist_names_the_folder_looked_in_and_the_fix(tmp_path, no_reading):

@@ -13,6 +13,7 @@ import zipfile
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from utils import get_device
 from workbench.files import one_line
@@ -53,7 +54,20 @@ def load_weights(
     Also takes the state_dict of the moving-average wrapper (AveragedModel) and training
     checkpoints that keep the state_dict under "model" or "state_dict".
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"load_weights(model, path) takes the model first, then the path; got a "
+            f"{type(model).__name__} as the model."
+        )
+    if isinstance(model, AveragedModel):  # its state_dict holds "module."-prefixed keys
+        raise CheckpointError(
+            f"{type(model).__name__} is a moving average that holds the network: load the weights "
+            f"into that network, load_weights(average.module, {str(path)!r})."
+        )
     state = unwrap_state_dict(load_file(path, map_location), path)
+    for key in model.state_dict().keys() - state.keys():
+        if key.endswith(".num_batches_tracked"):  # saved before PyTorch 0.4.1 counted batches
+            state[key] = torch.tensor(0)  # as BatchNorm itself loads such a file
     check_state_dict(model, state, path)
     bad = nonfinite(state)
     if bad:
@@ -122,6 +136,10 @@ def check_checkpoint_format(path: str | os.PathLike, fix: str = REREAD) -> None:
     )
 
 
+# What wrappers put before a model's keys in their own state_dict.
+WRAPPERS = ("module.", "_orig_mod.")
+
+
 def unwrap_state_dict(state: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model's state_dict inside `state`, a plain or wrapped state_dict."""
     if isinstance(state, dict) and {"ema_model", "rng", "history"} <= state.keys():
@@ -141,10 +159,20 @@ def unwrap_state_dict(state: object, path: str | os.PathLike) -> dict[str, torch
         )
     if "n_averaged" in state and all(k.startswith("module.") for k in state if k != "n_averaged"):
         # AveragedModel's own state_dict: the averaged model's keys behind a "module." prefix.
-        state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
-    if state and all(k.startswith("_orig_mod.") for k in state):
-        # A torch.compile'd model's state_dict: the compiled model's keys behind "_orig_mod.".
-        state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if k != "n_averaged"}
+    # The keys of a wrapped model, in any nesting: behind "module." (AveragedModel, DataParallel,
+    # DistributedDataParallel) or "_orig_mod." (torch.compile).
+    while prefix := next(
+        (p for p in WRAPPERS if state and all(k.startswith(p) for k in state)), ""
+    ):
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+    odd = [k for k, v in state.items() if v.is_meta or v.layout != torch.strided]
+    if odd:
+        raise CheckpointError(
+            f"{path} holds {', '.join(odd)} without plain data (sparse, or on the meta device), "
+            "so they are no weights to load. Save the weights of a model that holds them, on the "
+            "CPU: torch.save(model.state_dict(), path)."
+        )
     return state
 
 

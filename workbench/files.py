@@ -38,7 +38,9 @@ def write_together(writers: dict[str | os.PathLike, Callable[[IO[bytes]], Any]])
     for path in paths:
         if path.is_dir():
             raise IsADirectoryError(
-                errno.EISDIR, f"{path} is a folder, so no file can be written there: remove it"
+                errno.EISDIR,
+                f"{path} is a folder, so no file can be written in its place: give the path of a "
+                "file (in that folder, or elsewhere)",
             )
         if path.exists() and not path.stat().st_mode & 0o222:
             raise PermissionError(
@@ -131,3 +133,26 @@ def json_writer(data: Any) -> Callable[[IO[bytes]], Any]:
 def one_line(err: BaseException) -> str:
     """The whole message of `err` on one line (a download error spans several)."""
     return " ".join(str(err).split())
+
+
+def check_writable(
+    folder: str | os.PathLike,
+    name: str = "OUTPUT_DIR",
+    fix: str = "Set OUTPUT_DIR to a folder you can write to.",
+) -> None:
+    """Create `folder` if needed and prove a file can be written there; ValueError naming the
+    parameter `name` and ending with `fix` otherwise (a file in the way, a read-only mount, no
+    permission)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        # "File exists" or "Not a directory" alone do not say which file is in the way.
+        in_the_way = err.errno in (errno.EEXIST, errno.ENOTDIR)
+        file = next((p for p in (folder, *folder.parents) if in_the_way and p.is_file()), None)
+        where = f" {file} is a file, not a folder." if file else ""
+        raise ValueError(
+            f"{name} = {str(folder)!r} cannot be written "
+            f"({type(err).__name__}: {err.strerror or err}).{where} {fix}"
+        ) from err

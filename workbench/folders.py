@@ -55,6 +55,15 @@ def create(
         + (["smoke"] if params["SMOKE"] else [])
     )
     run_dir = _new_folder(Path(output_dir).expanduser(), name)
+    # The longest path the run will write: a plot's temporary file. One too long for the file
+    # system would stop the run at its end; it stops here instead.
+    probe = run_dir / ".confusion_matrix.png.12345678.tmp"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        run_dir.rmdir()
+        raise _unusable(output_dir, err, probe) from err
     info = dict(
         name=run_dir.name,
         # Written into metrics.json too: files mixed up between two run folders disagree on it.
@@ -88,9 +97,30 @@ def _new_folder(parent: Path, name: str) -> Path:
             return folder
         except FileExistsError:
             continue
+        except OSError as err:  # a path too long for the file system, a file in the way, ...
+            raise _unusable(parent, err, folder) from err
     raise FileExistsError(
         f"{parent} already holds 999 runs named {name}; choose another OUTPUT_DIR."
     )
+
+
+def _unusable(output_dir: str | os.PathLike, err: OSError, path: Path) -> OSError:
+    return OSError(
+        err.errno,
+        f"No run can be saved in OUTPUT_DIR = {str(output_dir)!r}: {path.name} cannot be made in "
+        f"it ({err.strerror}). Choose another OUTPUT_DIR (a shorter path, for a name too long).",
+    )
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """ValueError when OUTPUT_DIR is a run's own folder: new runs would hide inside it."""
+    if (Path(output_dir).expanduser() / PARAMS_FILE).is_file():
+        raise ValueError(
+            f"OUTPUT_DIR = {str(output_dir)!r} is a run's folder (it holds {PARAMS_FILE}), and a "
+            "new run's folder goes inside OUTPUT_DIR: set OUTPUT_DIR to the folder that holds the "
+            f"runs, {str(Path(output_dir).expanduser().parent)!r}, or set RESUME = "
+            f"{str(output_dir)!r} to go on with that run."
+        )
 
 
 def save_epoch(
@@ -190,6 +220,11 @@ def sha256(path: str | os.PathLike) -> str:
 def read_params(run_dir: str | os.PathLike) -> dict[str, Any]:
     """A run's params.json, checked; RunFolderError naming the file when it is damaged."""
     path = Path(run_dir).expanduser() / PARAMS_FILE
+    if path.parent.is_file():
+        raise RunFolderError(
+            f"{path.parent} is a file, not a run folder: give the folder that holds it, "
+            f"{path.parent.parent}."
+        )
     if not os.path.lexists(path):
         raise RunFolderError(
             f"{path.parent} is not a run folder: it has no {PARAMS_FILE}. Give the folder of one "

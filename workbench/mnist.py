@@ -9,6 +9,7 @@ training. Importing this module reads, downloads and prints nothing.
 import errno
 import gzip
 import os
+import shlex
 import shutil
 import socket
 import struct
@@ -190,7 +191,8 @@ def _unpack(packed: Path, target: Path) -> None:
             f"{packed} is a good archive, but {packed.parent} is read-only, so it cannot be "
             f"unpacked there for torchvision to read ({one_line(err)}). Unpack it where you can "
             f"write: copy {packed.parent.parent} to a folder of yours (e.g. `cp -r "
-            f"{packed.parent.parent} data/`) and set DATA_DIR to that folder's parent (data)."
+            f"{shlex.quote(str(packed.parent.parent))} data/`) and set DATA_DIR to that folder's "
+            "parent (data)."
         ) from err
 
 

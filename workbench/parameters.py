@@ -11,7 +11,6 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from model import MAX_WIDTH, stage_widths
+from workbench.files import check_writable
 from workbench.mnist import TRAIN_IMAGES
 
 # The largest values the notebook accepts: beyond them a run fails later (an overflowing seed, a
@@ -62,6 +62,8 @@ def _fraction(v):  # [0, 1)
 
 
 def _is_width(v):
+    if not _is_int(v):  # a NumPy integer would reach params.json, which cannot hold it
+        return False
     try:
         stage_widths(((v,), 1, 1, 1))  # model.py's rule for a width, on this one alone
     except ValueError:
@@ -88,8 +90,8 @@ def channels_problem(value: Any) -> str | None:
     return None
 
 
-def _folder(v):
-    return isinstance(v, (str, os.PathLike)) and str(v) != ""
+def _folder(v):  # not "", not " " (a folder named by a space), no NUL (no path holds one)
+    return isinstance(v, (str, os.PathLike)) and str(v).strip() != "" and "\0" not in str(v)
 
 
 # name: (test, what is allowed). The order is the parameters cell's.
@@ -163,6 +165,8 @@ def check_value(name: str, value: Any) -> None:
             " (a string: with papermill, pass numbers and True/False with -p, which "
             "parses them, not -r, and a list with -y, e.g. -y 'CHANNELS: [8, 12, 16, 20]')"
         )
+    elif name in CHANGE_NO_RESULT and _is_number(value):  # -p OUTPUT_DIR 2026 gives an int
+        hint = f" (papermill's -p reads {value!r} as a number: pass a folder name with -r)"
     raise ValueError(
         f"{name} = {value!r} ({type(value).__name__}) is not allowed{problem} {name} must be "
         f"{allowed}{hint}."
@@ -203,7 +207,8 @@ def check_names(namespace: Mapping[str, Any]) -> None:
             )
         if name.isupper() and len(name) > 1 and name not in PARAMETER_RULES:
             raise ValueError(
-                f"{name}: {_guess(name)}{name} is not a parameter of this notebook. "
+                f"{name}: {_guess(name)}{name} is not a parameter of this notebook (an upper-case "
+                f"name is taken for one: name a variable of yours in lower case, or del {name}). "
                 f"The parameters are {', '.join(PARAMETER_RULES)}."
             )
     for name in injected_names(namespace):
@@ -324,21 +329,3 @@ def missing_cpu_compiler() -> str | None:
     except ValueError:  # unbalanced quotes: look for its first word all the same
         command = compiler.split()
     return compiler if shutil.which(command[0]) is None else None
-
-
-def check_writable(
-    folder: str | os.PathLike,
-    name: str = "OUTPUT_DIR",
-    fix: str = "Set OUTPUT_DIR to a folder you can write to.",
-) -> None:
-    """Create `folder` if needed and prove a file can be written there; ValueError naming the
-    parameter `name` and ending with `fix` otherwise (a read-only mount, no permission)."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as err:
-        raise ValueError(
-            f"{name} = {str(folder)!r} cannot be written "
-            f"({type(err).__name__}: {err.strerror or err}). {fix}"
-        ) from err

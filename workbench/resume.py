@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import os
 import random
+import shlex
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,8 +25,9 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 
 from utils import get_device
-from workbench import checkpoints, folders, provenance
-from workbench.parameters import CHANGE_NO_RESULT, check_writable, normalized
+from workbench import checkpoints, folders, provenance, schema
+from workbench.files import check_writable
+from workbench.parameters import CHANGE_NO_RESULT, normalized
 
 # Bumped when what resume.pt holds changes, so an older file is refused by name, not by a KeyError.
 FORMAT = 1
@@ -163,8 +165,9 @@ def check_resumable(params: dict[str, Any]) -> None:
         run_dir,
         "RESUME",
         f"The run goes on in its own folder, and the cells after training write its plots and "
-        f"metrics.json there: copy the folder to one you can write to (cp -r {run_dir} "
-        f"{Path(params['OUTPUT_DIR']) / run_dir.name}) and set RESUME to the copy.",
+        f"metrics.json there: copy the folder to one you can write to (cp -r "
+        f"{shlex.join([str(run_dir), str(Path(params['OUTPUT_DIR']) / run_dir.name)])}) and set "
+        "RESUME to the copy.",
     )
 
 
@@ -207,6 +210,13 @@ def load_state(
             "to start a new run."
         )
     differ = differences(shaping(params), saved["parameters"], "for this run", "in it")
+    if differ and own_history(run_dir, saved):  # the run's own resume.pt: params.json was edited
+        edited = differences(shaping(params), saved["parameters"], "there", f"in {path.name}")
+        raise checkpoints.CheckpointError(
+            f"{run_dir / folders.PARAMS_FILE} was edited after the run started: {edited}. A run's "
+            "parameters cannot change once it started (a larger EPOCHS does not extend it): put "
+            "back the values it started with, or set RESUME = None to start a new run."
+        )
     if differ:
         raise checkpoints.CheckpointError(
             f"{path} belongs to another run: {differ}. Put back the run's own "
@@ -227,6 +237,15 @@ def load_state(
         )
     checkpoints.check_state_dict(model, saved["model"], path)
     return saved
+
+
+def own_history(run_dir: Path, saved: dict[str, Any]) -> bool:
+    """Whether the run's metrics.json records the epochs of `saved`, a resume.pt's state."""
+    try:
+        metrics = folders.read_run(run_dir)["metrics"]
+    except schema.RunFolderError:
+        return False
+    return metrics is not None and metrics["history"] == saved["history"]
 
 
 def restore(

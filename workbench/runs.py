@@ -20,15 +20,22 @@ from workbench import checkpoints, comparison, folders, plots, schema
 
 
 def scan_runs(output_dir: str | os.PathLike = "outputs") -> tuple[list[dict], dict[Path, str]]:
-    """(every readable run under `output_dir`, oldest first; {damaged folder: why})."""
+    """(every readable run under `output_dir`, oldest first; {damaged folder: why}).
+
+    Given a run's folder (one with no runs inside), the runs beside it.
+    """
     found, damaged = [], {}
-    if not Path(output_dir).expanduser().is_dir():
+    output_dir = Path(output_dir).expanduser()
+    if not output_dir.is_dir():
         raise FileNotFoundError(
-            f"There is no folder {Path(output_dir).expanduser().resolve()}, so it holds no runs: "
+            f"There is no folder {output_dir.resolve()}, so it holds no runs: "
             "run the training cell first, or pass the OUTPUT_DIR the notebook saved into "
             "(outputs unless you changed it)."
         )
-    params_files = Path(output_dir).expanduser().glob(f"*/{folders.PARAMS_FILE}")
+    params_files = list(output_dir.glob(f"*/{folders.PARAMS_FILE}"))
+    if not params_files and (output_dir / folders.PARAMS_FILE).is_file():
+        # A run's folder, with no runs inside: the runs beside it.
+        params_files = list(output_dir.parent.glob(f"*/{folders.PARAMS_FILE}"))
     for folder in sorted(p.parent for p in params_files):
         try:
             found.append(folders.read_run(folder))
@@ -46,7 +53,8 @@ def list_runs(output_dir: str | os.PathLike = "outputs") -> list[dict[str, Any]]
 
 
 def latest_run(output_dir: str | os.PathLike = "outputs") -> Path:
-    """The folder of the newest run with at least one finished epoch."""
+    """The folder of the newest run with at least one finished epoch (given a run's folder, of the
+    runs beside it, as everywhere in this module)."""
     return _pick(output_dir, lambda runs: runs[-1], "latest")
 
 
@@ -117,11 +125,11 @@ def compare_runs(
     folder, and a run whose weights load_model refuses, is marked, with why under the table.
     Returns (table text, figure).
     """
-    folder = Path(output_dir).expanduser()
-    if (folder / folders.PARAMS_FILE).is_file():
-        folder = folder.parent
-    found, damaged = scan_runs(folder)
+    found, damaged = scan_runs(output_dir)
     if not found and not damaged:
-        raise FileNotFoundError(f"No runs in {folder.resolve()} yet: run the training cell first.")
+        raise FileNotFoundError(
+            f"No runs in {Path(output_dir).expanduser().resolve()} yet: run the training cell "
+            "first."
+        )
     table = comparison.table(found, damaged, refusals(found))
     return table, plots.plot_runs(comparison.curves(found), path)

@@ -9,6 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from model import MNISTNet, count_parameters
 from workbench import parameters
 
 METRIC_KEYS = (
@@ -62,8 +65,22 @@ def check_params(info: Any, path: Path) -> None:
     for name, (is_ok, allowed) in parameters.PARAMETER_RULES.items():
         if not is_ok(recorded[name]):
             raise damaged(path, f"gives {name} = {recorded[name]!r}, but {name} is {allowed}")
+    size = network_size(recorded["CHANNELS"])
+    if info["parameter_count"] != size:
+        raise damaged(
+            path,
+            f"gives parameter_count = {info['parameter_count']:,}, but CHANNELS = "
+            f"{recorded['CHANNELS']!r} makes a network of {size:,} parameters: one of the two was "
+            "edited, and the weights fit at most one",
+        )
     if not isinstance(info.get("resumed", []), list):
         raise damaged(path, f"gives resumed = {info['resumed']!r}, not a list")
+
+
+def network_size(channels) -> int:
+    """The parameter count of MNISTNet(channels), built on the meta device: no memory, no time."""
+    with torch.device("meta"):
+        return count_parameters(MNISTNet(channels))
 
 
 def _is_speed(value):

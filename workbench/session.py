@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn, optim
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from workbench import (
     analysis,
@@ -47,6 +47,8 @@ class Workbench:
     def check(self) -> dict[str, Any]:
         """The parameters as they are now, checked with RESUME and the MNIST files they name."""
         params = parameters.check_parameters(self.namespace, self.device)
+        if not params["RESUME"]:  # a new run's folder goes into OUTPUT_DIR
+            folders.check_output_dir(params["OUTPUT_DIR"])
         resume.check_resumable(params)
         mnist.prepare(params["DATA_DIR"], subset=params["SMOKE"])
         return params
@@ -182,6 +184,11 @@ class Run:
         if not self.epochs_done:
             raise cells.not_trained()
         parameters.check_value("TTA_SHIFT", tta_shift)
+        if isinstance(getattr(test_loader, "sampler", None), RandomSampler):
+            raise ValueError(
+                "run.analyse was given a loader that shuffles, as the training loader does: what "
+                "it measures is recorded as the test accuracy. Pass test_loader."
+            )
         # The weights saved with the last finished epoch, which metrics.json describes: after a
         # stop in the middle of an epoch, the average in memory has moved on from them.
         saved = checkpoints.load_weights(
