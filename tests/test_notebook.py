@@ -361,9 +361,8 @@ def test_committed_notebook_is_clean_for_jupyterlab():
 
 
 @pytest.mark.slow
-def test_one_real_epoch_reaches_97_percent(real_data, tmp_path, monkeypatch):
+def test_one_real_epoch_reaches_97_percent(real_data, tmp_path):
     """A broken pipeline (bad labels, normalisation or evaluation) cannot reach this."""
-    monkeypatch.delenv("OMP_NUM_THREADS")  # 60,000 images: PyTorch's own thread count
     run_notebook(
         tmp_path, dict(DATA_DIR=str(real_data), OUTPUT_DIR=str(tmp_path / "out"), EPOCHS=1)
     )
