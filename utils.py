@@ -276,14 +276,20 @@ def check_number(
     raise ValueError(f"{name} must be {allowed}; got {value!r}. {fix}")
 
 
+def missing_device(device: torch.device) -> str | None:
+    """None when `device` is the CPU or this machine's accelerator, else what it has instead."""
+    here = get_device()
+    if device.type in ("cpu", here.type):
+        return None
+    return "only the CPU" if here.type == "cpu" else str(here)
+
+
 def check_device(device: torch.device) -> None:
     """ValueError unless `device` is the CPU or this machine's accelerator."""
-    here = get_device()
-    if device.type not in ("cpu", here.type):
+    if has := missing_device(device):
         raise ValueError(
             f"device={str(device)!r}: this machine has no {device.type} device to hold the data "
-            f"({'only the CPU' if here.type == 'cpu' else here}). Pass device=utils.get_device() "
-            'or "cpu".'
+            f'({has}). Pass device=utils.get_device() or "cpu".'
         )
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from utils import get_device
+from utils import missing_device
 from workbench.files import one_line
 
 
@@ -93,13 +93,11 @@ def load_file(
     """
     check_checkpoint_format(path, fix)
     device = torch.device(map_location)
-    here = get_device()
-    if device.type not in ("cpu", here.type):
+    if has := missing_device(device):
         raise CheckpointError(
             f"map_location={str(map_location)!r}: this machine has no {device.type} device "
-            f"({'only the CPU' if here.type == 'cpu' else here}), so {path} cannot be loaded "
-            "there. "
-            'Load it to "cpu" (or to the device utils.get_device() gives).'
+            f'({has}), so {path} cannot be loaded there. Load it to "cpu" (or to the device '
+            "utils.get_device() gives)."
         )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
