@@ -2,10 +2,12 @@
 defaults, a model and fake run folders."""
 
 import contextlib
+import errno
 import os
 import shutil
 import socket
 import struct
+import tempfile
 from pathlib import Path
 
 # The tests train on a few dozen images, where a second thread only adds its start and stop to
@@ -64,6 +66,18 @@ def tiny_root(tmp_path_factory):
 def snapshot(root):
     """{path: (size, modification time)} of everything under `root`: what a write would change."""
     return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(root).rglob("*")}
+
+
+def mount_read_only(monkeypatch, folder):
+    """Files made in `folder` fail with EROFS, as on a read-only mount (root ignores file modes)."""
+    real = tempfile.TemporaryFile
+
+    def read_only_mount(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == Path(folder):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_mount)
 
 
 @contextlib.contextmanager

@@ -2,21 +2,18 @@
 edited by hand and resumed, a read-only run in a folder with spaces, another utils.py first on
 sys.path. The findings within one module are tested in that module's test file."""
 
-import errno
 import json
-import os
 import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import types
 from pathlib import Path
 
 import pytest
 
 import workbench
-from conftest import REPO
+from conftest import REPO, mount_read_only
 from notebook_cells import TRAINING_CELLS, run_cells
 from workbench import checkpoints, folders, plots
 
@@ -54,14 +51,7 @@ def test_the_copy_of_a_read_only_run_to_make_is_quoted_for_a_shell(finished, mon
     settings, run_dir = finished
     spaced = Path(settings["OUTPUT_DIR"]).parent / "my runs ü"
     run_dir = run_dir.rename(spaced)
-    real = tempfile.TemporaryFile
-
-    def read_only_mount(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == run_dir:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_mount)
+    mount_read_only(monkeypatch, run_dir)
     output_dir = Path(settings["OUTPUT_DIR"]).parent / "my outputs"
     with pytest.raises(ValueError) as info:
         run_cells(TRAINING_CELLS[:3], **{**settings, "OUTPUT_DIR": str(output_dir)},

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 import utils
-from conftest import REPO, make_tiny_mnist
+from conftest import REPO, make_tiny_mnist, mount_read_only
 from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
 from workbench import (
     SMOKE_IMAGES,
@@ -525,14 +524,7 @@ def test_a_run_folder_that_cannot_be_written_is_refused_by_the_check_cell(
     settings, reference, monkeypatch
 ):
     """A finished run on a read-only mount: the plots after training would fail to be saved."""
-    real = tempfile.TemporaryFile
-
-    def read_only_mount(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == reference:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_mount)
+    mount_read_only(monkeypatch, reference)
     with pytest.raises(ValueError) as info:
         run_cells(TRAINING_CELLS[:3], **settings, RESUME=str(reference))  # to the check cell
     message = str(info.value)
