@@ -34,6 +34,19 @@ TINY_TRAIN = 96
 TINY_TEST = 40
 
 
+def at_some(cases, fast=(0, -1)):
+    """The cases of a test that proves one behaviour at every moment (every step, every save): the
+    ones at the positions `fast` run in every tier, the rest are marked slow, so `make test-fast`
+    proves it at the first and the last moment and `make test` at every one."""
+    keep = {i % len(cases) for i in fast}
+    return [
+        case
+        if i in keep
+        else pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=pytest.mark.slow)
+        for i, case in enumerate(cases)
+    ]
+
+
 def write_idx(path, tensor):
     """Write a uint8 tensor as an idx file, the format of the MNIST raw files."""
     header = bytes([0, 0, 8, tensor.dim()]) + struct.pack(f">{tensor.dim()}I", *tensor.shape)

@@ -227,6 +227,7 @@ def test_the_recorded_benchmark_is_one_run_and_the_docs_show_its_ratios():
         assert row in docs, "docs/results.md's table is not the one results.json gives"
 
 
+@pytest.mark.slow  # the profiler traces every operator of a few steps
 def test_the_profile_tables_the_training_loop_by_operator(tiny_root, capsys):
     benchmark.profile(tiny_root, steps=3)  # 96 images: one batch, drawn again and again
     table = capsys.readouterr().out

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import utils
-from conftest import REPO, make_tiny_mnist, mount_read_only
+from conftest import REPO, at_some, make_tiny_mnist, mount_read_only
 from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
 from workbench import (
     SMOKE_IMAGES,
@@ -176,7 +176,7 @@ STOPS = [
 ]
 
 
-@pytest.mark.parametrize(("write", "after"), STOPS)
+@pytest.mark.parametrize(("write", "after"), at_some(STOPS))
 def test_a_stop_between_any_two_saves_then_resume_is_the_run_never_stopped(
     settings, never_stopped, monkeypatch, write, after
 ):
@@ -202,7 +202,7 @@ EARLY_STOPS = [
 ]
 
 
-@pytest.mark.parametrize(("write", "after"), EARLY_STOPS)
+@pytest.mark.parametrize(("write", "after"), at_some(EARLY_STOPS))
 def test_a_stop_before_params_json_leaves_no_run_and_the_next_run_starts_afresh(
     settings, never_stopped, monkeypatch, write, after
 ):
@@ -214,7 +214,7 @@ def test_a_stop_before_params_json_leaves_no_run_and_the_next_run_starts_afresh(
     assert_same_run(run_dir, never_stopped[0])
 
 
-@pytest.mark.parametrize("step", range(1, EPOCHS * STEPS + 1))  # every training step
+@pytest.mark.parametrize("step", at_some(range(1, EPOCHS * STEPS + 1)))  # every training step
 def test_ctrl_c_then_the_training_cell_with_resume_is_the_run_never_stopped(
     settings, never_stopped, capsys, step
 ):
@@ -322,7 +322,7 @@ def test_ctrl_c_as_the_run_folder_is_made_names_it_and_resume_is_exact(
     assert_same_run(run_dir, never_stopped[0])
 
 
-@pytest.mark.parametrize("epoch", range(1, EPOCHS + 1))
+@pytest.mark.parametrize("epoch", at_some(range(1, EPOCHS + 1), fast=[1]))
 def test_ctrl_c_in_an_epochs_test_pass_keeps_the_epochs_before_and_resume_is_exact(
     settings, never_stopped, capsys, epoch
 ):
@@ -353,7 +353,11 @@ SAVING = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(("owner", "name", "call", "after", "saved"), SAVING.values(), ids=SAVING)
+@pytest.mark.parametrize(
+    ("owner", "name", "call", "after", "saved"),
+    at_some(list(SAVING.values()), fast=[0]),
+    ids=SAVING,
+)
 def test_ctrl_c_while_an_epoch_is_saved_waits_for_it_and_the_notebook_says_so(
     settings, never_stopped, capsys, owner, name, call, after, saved
 ):
@@ -396,6 +400,7 @@ def test_ctrl_c_in_the_analysis_cell_leaves_the_run_and_metrics_json_agreeing(
     )
 
 
+@pytest.mark.slow  # starts loader worker processes
 @pytest.mark.skipif(
     torch.accelerator.is_available(),
     reason="loader workers need the data on the CPU; the data cell keeps it on the accelerator",
