@@ -1,12 +1,15 @@
 """Shared fixtures: tiny MNIST-format files, the real data when present, no network, the notebook's
-defaults, a model and fake run folders."""
+defaults and a model (built by tests/fakes.py).
+
+No PyTorch at the top of this file: xdist's controller process loads it and runs no test, and
+PyTorch with torchvision take seconds to import. The fixtures that need it import tests/fakes.py.
+"""
 
 import contextlib
 import errno
 import os
 import shutil
 import socket
-import struct
 import tempfile
 from pathlib import Path
 
@@ -17,21 +20,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import matplotlib  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 import notebook_cells
-from model import MNISTNet
-from workbench import folders, schema, speed
 
 matplotlib.use("Agg")  # figures are only checked and saved, never shown
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-# params.json's "speed" record of a run that trains as the parameters cell sets it.
-AS_SET = speed.record(speed.Mode(), "as the parameters cell sets it")
-TINY_TRAIN = 96
-TINY_TEST = 40
 
 
 def at_some(cases, fast=(0, -1)):
@@ -47,30 +42,11 @@ def at_some(cases, fast=(0, -1)):
     ]
 
 
-def write_idx(path, tensor):
-    """Write a uint8 tensor as an idx file, the format of the MNIST raw files."""
-    header = bytes([0, 0, 8, tensor.dim()]) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
-    path.write_bytes(header + tensor.contiguous().numpy().tobytes())
-
-
-def make_tiny_mnist(root, n_train=TINY_TRAIN, n_test=TINY_TEST, seed=0):
-    """Write random MNIST-format files under root/MNIST/raw; return the tensors written."""
-    g = torch.Generator().manual_seed(seed)
-    raw = Path(root) / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    data = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g)
-        labels = torch.arange(n, dtype=torch.uint8) % 10
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-        data[prefix] = (images, labels)
-    return data
-
-
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """A read-only-by-convention folder of tiny MNIST files shared by the tests."""
+    from fakes import make_tiny_mnist  # imports PyTorch: see this file's docstring
+
     root = tmp_path_factory.mktemp("tiny_mnist")
     make_tiny_mnist(root)
     return root
@@ -191,19 +167,6 @@ def params(notebook_defaults, tmp_path):
 @pytest.fixture
 def model():
     """MNISTNet(), the notebook's default network: fixed initial weights, eval mode."""
-    torch.manual_seed(0)
-    return MNISTNet().eval()
+    from fakes import default_model  # imports PyTorch: see this file's docstring
 
-
-def fake_run(params, model, accuracies, **changes):
-    """A run folder as the training cell leaves it after len(accuracies) epochs."""
-    params = {**params, **changes}
-    run_dir = folders.create(
-        params["OUTPUT_DIR"], params, model, "cpu", None, resume_state={}, speed=AS_SET
-    )
-    history = {key: [] for key in schema.METRIC_KEYS}
-    for acc in accuracies:
-        for key in schema.METRIC_KEYS:
-            history[key].append(acc if key == "test_acc" else 1.0)
-        folders.save_epoch(run_dir, history, model, params["EPOCHS"], resume_state={})
-    return run_dir
+    return default_model()

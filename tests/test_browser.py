@@ -16,7 +16,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import papermill
 import pytest
 
 from conftest import REPO
@@ -68,6 +67,8 @@ def free_port():
 @pytest.fixture
 def lab(tmp_path, tiny_root):
     """JupyterLab on a free loopback port, serving a folder with S5.ipynb set up for a smoke run."""
+    import papermill  # here, not at the top: it takes seconds, and the quick tier runs no test here
+
     root = tmp_path / "lab"
     root.mkdir()
     for module in REPO.glob("*.py"):  # the notebook imports utils, model and the workbench

@@ -133,6 +133,7 @@ def test_an_empty_file_is_called_empty(model, tmp_path):
         checkpoints.load_weights(model, path)
 
 
+@pytest.mark.slow  # loads torch.compile's machinery
 def test_a_compiled_models_state_dict_loads(model, tmp_path):
     """torch.compile's wrapper keeps the model under _orig_mod, so its keys carry that prefix."""
     path = tmp_path / "compiled.pt"
@@ -144,6 +145,7 @@ def test_a_compiled_models_state_dict_loads(model, tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
 
 
+@pytest.mark.slow  # loads torch.compile's machinery
 def test_the_average_of_a_compiled_model_loads(model, tmp_path):
     ema = torch.optim.swa_utils.AveragedModel(torch.compile(model), use_buffers=True)
     path = tmp_path / "ema.pt"

@@ -227,6 +227,7 @@ def test_torch_jit_script_computes_what_the_model_does(channels):
     assert list(scripted.state_dict()) == list(model.state_dict())
 
 
+@pytest.mark.slow  # Dynamo traces the network
 @pytest.mark.parametrize("channels", SHAPES)
 def test_torch_export_computes_what_the_model_does_for_any_batch_size(channels):
     model = MNISTNet(channels).eval()
@@ -239,6 +240,7 @@ def test_torch_export_computes_what_the_model_does_for_any_batch_size(channels):
         assert torch.equal(exported(x), model(x))
 
 
+@pytest.mark.slow  # Dynamo traces the network
 def test_torch_compile_traces_the_checks_without_a_graph_break(model):
     # The "eager" backend runs what Dynamo traced without generating code, so no C++ compiler.
     compiled = torch.compile(model, backend="eager", fullgraph=True)

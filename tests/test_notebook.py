@@ -1,4 +1,8 @@
-"""The notebook, executed headless end to end as a user would run it."""
+"""The notebook, executed headless end to end as a user would run it.
+
+papermill, nbformat and nbclient are imported in the functions that use them: they take seconds to
+import, and the quick tier (`make test-fast`) collects this module but runs none of those.
+"""
 
 import hashlib
 import json
@@ -9,11 +13,8 @@ import subprocess
 import sys
 import time
 
-import nbformat
-import papermill
 import pytest
 import torch
-from nbclient import NotebookClient
 
 from conftest import REPO
 from notebook_cells import NOTEBOOK
@@ -31,6 +32,9 @@ def smoke_parameters(data_dir, output_dir, epochs=2, **extra):
 
 
 def run_notebook(tmp_path, parameters):
+    import nbformat
+    import papermill
+
     out = tmp_path / "executed.ipynb"
     papermill.execute_notebook(
         NOTEBOOK, out, parameters=parameters, cwd=REPO, kernel_name="python3", progress_bar=False
@@ -40,6 +44,9 @@ def run_notebook(tmp_path, parameters):
 
 def prepared(tmp_path, parameters):
     """The notebook with `parameters` injected, not yet executed."""
+    import nbformat
+    import papermill
+
     path = tmp_path / "prepared.ipynb"
     papermill.execute_notebook(NOTEBOOK, path, parameters=parameters, prepare_only=True)
     return nbformat.read(path, as_version=4)
@@ -51,6 +58,9 @@ def cell(nb, cell_id):
 
 def run_with_fault(tmp_path, parameters, fault):
     """Inject `fault` (code) just before the training cell and run every cell, errors or not."""
+    import nbformat
+    from nbclient import NotebookClient
+
     nb = prepared(tmp_path, parameters)
     loop = nb.cells.index(cell(nb, "training"))
     nb.cells.insert(loop, nbformat.v4.new_code_cell(fault))
@@ -154,6 +164,8 @@ def test_a_second_run_into_the_same_output_dir_keeps_the_first_and_repeats_its_m
 @pytest.mark.slow
 def test_training_cell_and_run_all_can_be_run_again(tiny_root, tmp_path):
     """Run All, then the training cell and the cells below it again, then Run All once more."""
+    from nbclient import NotebookClient
+
     out = tmp_path / "out"
     nb = prepared(tmp_path, smoke_parameters(tiny_root, out))
     client = NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
@@ -281,6 +293,8 @@ def test_sigint_to_papermill_keeps_every_finished_epoch(tiny_root, tmp_path):
 @pytest.mark.slow
 def test_bad_parameter_fails_at_once_naming_it(tiny_root, tmp_path):
     """`papermill -r SMOKE False` passes the string "False", which must not mean a smoke run."""
+    import papermill
+
     start = time.monotonic()
     with pytest.raises(papermill.PapermillExecutionError) as info:
         run_notebook(tmp_path, smoke_parameters(tiny_root, tmp_path / "out", SMOKE="False"))
@@ -291,6 +305,8 @@ def test_bad_parameter_fails_at_once_naming_it(tiny_root, tmp_path):
 
 @pytest.mark.slow
 def test_unwritable_output_dir_fails_before_training(tiny_root, tmp_path):
+    import papermill
+
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     start = time.monotonic()
@@ -315,6 +331,8 @@ def copy_project(folder, *names):
 
 @pytest.mark.slow
 def test_the_three_files_alone_stop_at_once_saying_what_to_copy(tiny_root, tmp_path):
+    import papermill
+
     alone = copy_project(tmp_path / "alone", "S5.ipynb", "utils.py", "model.py")
     with pytest.raises(papermill.PapermillExecutionError) as info:
         papermill.execute_notebook(
@@ -332,6 +350,8 @@ def test_the_three_files_alone_stop_at_once_saying_what_to_copy(tiny_root, tmp_p
 @pytest.mark.slow
 def test_with_the_workbench_beside_them_the_notebook_runs_anywhere(tiny_root, tmp_path):
     """The usage steps: the notebook, utils.py, model.py and workbench/ in a folder of their own."""
+    import papermill
+
     folder = copy_project(tmp_path / "mine", "S5.ipynb", "utils.py", "model.py", "workbench")
     values = smoke_parameters(tiny_root, "outputs", epochs=1)
     papermill.execute_notebook(
@@ -383,6 +403,8 @@ class Session:
 
     def code(self, source):
         """Run `source` in the kernel as a cell of its own; return what it printed."""
+        import nbformat
+
         c = nbformat.v4.new_code_cell(source)
         self.nb.cells.append(c)
         try:
@@ -395,6 +417,8 @@ class Session:
 
 @pytest.mark.slow
 def test_any_order_users_run_the_cells_in_stays_right(tiny_root, tmp_path):
+    from nbclient import NotebookClient
+
     out = tmp_path / "out"
     nb = prepared(tmp_path, smoke_parameters(tiny_root, out, epochs=1))
     client = NotebookClient(

@@ -3,8 +3,9 @@
 import re
 
 import torch
+from fakes import fake_run
 
-from conftest import REPO, fake_run
+from conftest import REPO
 from model import MNISTNet, count_parameters
 from notebook_cells import notebook_source
 

@@ -7,18 +7,21 @@ import re
 from pathlib import Path
 
 import pytest
+from fakes import default_model, fake_run
 
-from conftest import fake_run
 from model import MNISTNet, count_parameters
 from workbench import folders, parameters, runs, schema
 
 PATH = Path("outputs") / "run" / "file.json"
 
 
-@pytest.fixture
-def written(params, model):
-    """(params.json, metrics.json) as the notebook writes them after two epochs."""
-    run_dir = fake_run(params, model, [97.0, 98.5])
+@pytest.fixture(scope="module")
+def written(notebook_defaults, tmp_path_factory):
+    """(params.json, metrics.json) as the notebook writes them after two epochs: written once for
+    the module, since saving a network takes longer than most tests here, and never changed (each
+    test changes a copy)."""
+    params = {**notebook_defaults, "OUTPUT_DIR": str(tmp_path_factory.mktemp("outputs"))}
+    run_dir = fake_run(params, default_model(), [97.0, 98.5])
     return tuple(
         json.loads((run_dir / name).read_text())
         for name in (folders.PARAMS_FILE, folders.METRICS_FILE)
