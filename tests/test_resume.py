@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from fakes import make_tiny_mnist
@@ -77,6 +78,8 @@ def assert_same_run(run_dir, reference):
 def no_sample_grid(monkeypatch):
     """The data cell's grid of samples takes most of a run's time and draws no random number."""
     monkeypatch.setattr(plots, "plot_samples", lambda images, labels: None)
+    yield
+    plt.close("all")  # the cells' figures, as a kernel's session would
 
 
 def run_never_stopped(settings, output_dir):
