@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from fakes import TINY_TEST
 
 import utils
+from fakes import TINY_TEST
 from workbench import analysis
 
 CPU = torch.device("cpu")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakes import AS_SET, fake_run
 
+from fakes import AS_SET, fake_run
 from model import MAX_WIDTH, MNISTNet, count_parameters
 from workbench import folders, runs, schema
 

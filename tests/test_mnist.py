@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from fakes import TINY_TEST, TINY_TRAIN, make_tiny_mnist, write_idx
 
 import utils
 from conftest import read_only, snapshot
+from fakes import TINY_TEST, TINY_TRAIN, make_tiny_mnist, write_idx
 from workbench import mnist
 
 # The images in each split of MNIST as published: {train: count}.

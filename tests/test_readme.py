@@ -3,9 +3,9 @@
 import re
 
 import torch
-from fakes import fake_run
 
 from conftest import REPO
+from fakes import fake_run
 from model import MNISTNet, count_parameters
 from notebook_cells import notebook_source
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from fakes import make_tiny_mnist
 
 import utils
 from conftest import REPO, at_some, mount_read_only
+from fakes import make_tiny_mnist
 from notebook_cells import TRAINING_CELLS, run_cells, train_until_ctrl_c
 from workbench import (
     SMOKE_IMAGES,

@@ -8,8 +8,8 @@ import shutil
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from fakes import fake_run
 
+from fakes import fake_run
 from model import MNISTNet, count_parameters
 from test_folders import DAMAGE, damage
 from workbench import folders, runs, schema

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from fakes import default_model, fake_run
 
+from fakes import default_model, fake_run
 from model import MNISTNet, count_parameters
 from workbench import folders, parameters, runs, schema
 

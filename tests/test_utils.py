@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fakes import TINY_TEST, TINY_TRAIN, make_tiny_mnist
 
 import utils
 from conftest import REPO, read_only, snapshot
+from fakes import TINY_TEST, TINY_TRAIN, make_tiny_mnist
 from model import MNISTNet
 
 # MNIST's published training-set statistics, which every image is normalised with.
