@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -98,18 +99,38 @@ def record(label, seed, parameter_count, metrics, load_at_start, **extra) -> dic
     return dict(**who, load_at_start=load_at_start, **extra, metrics=metrics)
 
 
-def run_notebook(label, parameters, seed, data_dir, output_dir=None) -> dict[str, Any]:
-    """Execute S5.ipynb once with `parameters` and `seed`; return its record, with the numbers of
-    the run folder it saved, kept in `output_dir` when given, else in a temporary folder."""
+def run_notebook(
+    label, parameters, seed, data_dir, output_dir=None, repo=REPO, env=None, keep=None
+) -> dict[str, Any]:
+    """Execute `repo`'s S5.ipynb once with `parameters` and `seed`, the environment variables
+    `env` set for its kernel; return its record, with the numbers of the run folder it saved, kept
+    in `output_dir` when given, else in a temporary folder, and the whole notebook's wall time.
+
+    With `keep`, the run is the committed notebook's record: the parameters cell's own values but
+    `parameters` (no cell injected without them; MNIST from $MNIST_DATA_DIR, the run folder in
+    outputs/), the executed notebook written to `keep`."""
     import papermill  # only here: summaries and tables need no kernel
 
     with tempfile.TemporaryDirectory(prefix="s5-run-") as tmp:
-        out = Path(output_dir or tmp)
+        out, data_dir = Path(output_dir or tmp), Path(data_dir).resolve()  # any `repo`'s cwd
         values = {**parameters, "SEED": seed, "DATA_DIR": str(data_dir), "OUTPUT_DIR": str(out)}
-        load = machine_load()
-        papermill.execute_notebook(
-            NOTEBOOK, Path(tmp) / "S5.ipynb", parameters=values, cwd=REPO, progress_bar=False
-        )
+        if keep:
+            defaults = notebook_defaults()
+            if seed != defaults["SEED"]:
+                raise ValueError(f"the notebook's record runs its own SEED, {defaults['SEED']}")
+            values, out = parameters, repo / defaults["OUTPUT_DIR"]
+            env = {**(env or {}), "MNIST_DATA_DIR": data_dir}
+        load, start = machine_load(), time.perf_counter()
+        # The kernel starts with this process's environment: `env` for the while of the run.
+        with mock.patch.dict(os.environ, {name: str(value) for name, value in (env or {}).items()}):
+            papermill.execute_notebook(
+                repo / "S5.ipynb",
+                keep or Path(tmp) / "S5.ipynb",
+                parameters=values,
+                cwd=repo,
+                progress_bar=False,
+            )
+        notebook_wall_s = time.perf_counter() - start
         run = folders.read_run(runs.latest_run(out))
     return record(
         label,
@@ -121,7 +142,8 @@ def run_notebook(label, parameters, seed, data_dir, output_dir=None) -> dict[str
         changed=parameters,
         parameters=run["parameters"],
         speed=run.get("speed"),  # the mode COMPILE and PRECISION chose, and what was measured
-        run=str(run["path"]) if output_dir else run["name"],
+        notebook_wall_s=notebook_wall_s,  # the whole notebook: kernel, data, training, TTA, plots
+        run=str(run["path"]) if output_dir or keep else run["name"],
     )
 
 
