@@ -136,8 +136,10 @@ def against_before(records):
     """The default runs of the code before (--against) and of this code on the seeds both ran:
     the whole notebook's wall time (median), choosing the mode, the accuracy; {} without them."""
     seeds = {r["seed"] for r in records if r["label"] == "before"}
+    if not seeds:
+        return {}
     result = {}
-    for label in ("before", "ours") if seeds else ():
+    for label in ("before", "ours"):
         mine = [r for r in records if r["label"] == label and r["seed"] in seeds]
         result[label] = dict(
             seeds=[r["seed"] for r in mine],
@@ -146,33 +148,25 @@ def against_before(records):
             final_acc=[common.final_acc(r) for r in mine],
             notebook_wall_s_median=statistics.median(r["notebook_wall_s"] for r in mine),
         )
-    if result:
-        ratio = (
-            result["ours"]["notebook_wall_s_median"] / result["before"]["notebook_wall_s_median"]
-        )
-        result["wall_ratio"] = ratio
-    return result
+    walls = [result[label]["notebook_wall_s_median"] for label in ("ours", "before")]
+    return {**result, "wall_ratio": walls[0] / walls[1]}
 
 
 def check_targets(summary, budget_summary, speed_figures, before=None):
     """Each target: {name: {value, target, met}}."""
     found = {}
+
+    def at_most(name, value, most):
+        found[name] = dict(value=value, target=f"<= {most}", met=value <= most)
+
     if before:
-        ratio = before["wall_ratio"]
-        found["default: whole notebook run / the code before's"] = dict(
-            value=ratio, target="<= 1.0", met=ratio <= 1.0
-        )
-    if default := speed_figures.get("default"):
-        for cache, most in CHOOSING_TARGETS.items():
-            value = default[f"choosing_s_{cache}"]
-            found[f"default: choosing the mode, {cache} (s)"] = dict(
-                value=value, target=f"<= {most}", met=value <= most
-            )
+        at_most("default: whole notebook run / the code before's", before["wall_ratio"], 1.0)
+    for cache, most in CHOOSING_TARGETS.items() if "default" in speed_figures else ():
+        value = speed_figures["default"][f"choosing_s_{cache}"]
+        at_most(f"default: choosing the mode, {cache} (s)", value, most)
     for setting, figures in speed_figures.items():
-        ratio = figures["ratio_to_fastest"]
-        found[f"{setting}: notebook epoch / fastest bare-step epoch"] = dict(
-            value=ratio, target=f"<= {EPOCH_RATIO_TARGET}", met=ratio <= EPOCH_RATIO_TARGET
-        )
+        ratio, name = figures["ratio_to_fastest"], f"{setting}: notebook epoch / fastest bare-step"
+        at_most(f"{name} epoch", ratio, EPOCH_RATIO_TARGET)
     sources = {"ours": summary.get("ours"), **budget_summary}
     for label, wanted in ACCURACY_TARGETS.items():
         for key, least in wanted.items() if sources.get(label) else ():
@@ -194,17 +188,8 @@ def markdown_table(summary):
         accuracy = (
             f"{s['final_acc_median']:.2f}% ({s['final_acc_min']:.2f}-{s['final_acc_max']:.2f}"
         )
-        rows.append(
-            (
-                name,
-                f"{s['parameter_count']:,}",
-                epochs,
-                f"{s['epoch_train_s']:.1f}",
-                t99,
-                t995,
-                f"{accuracy}, {seeds})",
-            )
-        )
+        rows.append((name, f"{s['parameter_count']:,}", epochs, f"{s['epoch_train_s']:.1f}",
+                     t99, t995, f"{accuracy}, {seeds})"))  # fmt: skip
     header = (
         "model | parameters | epochs | s / training epoch | time to 99.0% | time to 99.5% | "
         "final test accuracy (median, min-max)"
@@ -214,17 +199,11 @@ def markdown_table(summary):
 
 def speed_table(speed_figures):
     """Each setting's notebook epoch against the bare steps of its network (docs/results.md)."""
-    rows = [
-        (
-            setting,
-            ", ".join(f"{mode} ({n})" for mode, n in f["modes_chosen"].items()),
-            f"{f['notebook_epoch_s']:.2f}",
-            f"{f['fastest_bare_mode']}, {f['fastest_bare_epoch_s']:.2f}",
-            f"{f['ratio_to_fastest']:.2f}x",
-            f"{f['ratio_to_mode_chosen']:.2f}x",
-        )
-        for setting, f in speed_figures.items()
-    ]
+    rows = [(setting, ", ".join(f"{mode} ({n})" for mode, n in f["modes_chosen"].items()),
+             f"{f['notebook_epoch_s']:.2f}",
+             f"{f['fastest_bare_mode']}, {f['fastest_bare_epoch_s']:.2f}",
+             f"{f['ratio_to_fastest']:.2f}x", f"{f['ratio_to_mode_chosen']:.2f}x")
+            for setting, f in speed_figures.items()]  # fmt: skip
     header = (
         'network | "auto" chose (seeds) | notebook epoch (s, median) | fastest bare steps: '
         "mode, epoch (s, median) | notebook / fastest | notebook / bare steps in the mode chosen"
@@ -237,13 +216,9 @@ def plot(records, path):
     colors = {"ours": "tab:blue", "s5_template": "tab:orange", "pytorch_examples": "tab:green"}
     for name in MODELS:
         for i, r in enumerate(x for x in records if x["label"] == name):
-            style = dict(marker="o", color=colors[name], alpha=0.5 if i else 0.9)
-            ax.plot(
-                common.wall_times(r),
-                common.history(r)["test_acc"],
-                **style,
-                label=None if i else name,
-            )
+            label = None if i else name  # one legend entry a model
+            style = dict(marker="o", color=colors[name], alpha=0.5 if i else 0.9, label=label)
+            ax.plot(common.wall_times(r), common.history(r)["test_acc"], **style)
     ax.axhline(TARGET_ACC, color="gray", linestyle="--", linewidth=1, label=f"{TARGET_ACC}%")
     # Epochs below 95% (the S5 template's first) fall off the bottom.
     ax.set(
@@ -342,12 +317,10 @@ def main():
     train_images = args.baseline_images or (12_000 if args.quick else None)
     found, cpu = common.provenance(), common.cpu_identity()
     result = dict(provenance=found, quick=args.quick, notebook_parameters_changed=parameters)
-    records = []
-    for name, most, stop in (("pytorch_examples", 8, TARGET_ACC), ("s5_template", 2, None)):
-        run = baselines.train_run(
-            name, data_dir, train_images, 1 if short else most, seeds[0], stop
-        )
-        records.append(run)
+    records = [
+        baselines.train_run(name, data_dir, train_images, 1 if short else most, seeds[0], stop)
+        for name, most, stop in (("pytorch_examples", 8, TARGET_ACC), ("s5_template", 2, None))
+    ]
     quick = dict(steps=5, matmul_s=0.2, n=256) if short else dict(steps=60, matmul_s=3.0)
     result["roofline"] = roofline.measure(**quick, compile_too=not args.smoke)
     run_notebook = bracketed(result["roofline"], 20 if short else roofline.STEPS_PER_EPOCH, caches)
@@ -404,12 +377,9 @@ def report(result):
     for name, target in result["targets"].items():
         state = "met" if target["met"] else "MISSED"
         print(f"{state:6} {name}: {target['value']:.3f} (target {target['target']})")
-    busy = {
-        name: s["max_busy_share_at_start"]
-        for name, s in result["summary"].items()
-        if isinstance(s, dict) and s["max_busy_share_at_start"] > IDLE_SHARE
-    }
-    if busy:
+    models = {name: s for name, s in result["summary"].items() if isinstance(s, dict)}
+    shares = {name: s["max_busy_share_at_start"] for name, s in models.items()}
+    if busy := {name: share for name, share in shares.items() if share > IDLE_SHARE}:
         print(f"NOT IDLE: CPU share used by others as runs started {busy}; do not quote the times.")
 
 

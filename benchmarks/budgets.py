@@ -67,21 +67,13 @@ def as_file(records, found):
 
 
 def markdown_table(summary):
-    rows = [
-        (
-            f"< {s['budget']:,}",
-            f"{s['parameter_count']:,}",
-            f"{s['receptive_field']}x{s['receptive_field']}",
-            s["epochs"],
-            f"{s['final_acc_median']:.2f}% ({s['final_acc_min']:.2f}-{s['final_acc_max']:.2f}, "
-            f"{len(s['seeds'])} seeds)",
-            f"{s['lowest_of_last_3_epochs']:.2f}%",
-            f"{s['tta_acc_median']:.2f}% ({s['tta_acc_min']:.2f}-{s['tta_acc_max']:.2f})",
-            f"{s['epoch_train_s']:.1f}",
-            f"`{s['make_params']}`",
-        )
-        for s in summary.values()
-    ]
+    rows = [(f"< {s['budget']:,}", f"{s['parameter_count']:,}",
+             f"{s['receptive_field']}x{s['receptive_field']}", s["epochs"],
+             f"{s['final_acc_median']:.2f}% ({s['final_acc_min']:.2f}-{s['final_acc_max']:.2f}, "
+             f"{len(s['seeds'])} seeds)", f"{s['lowest_of_last_3_epochs']:.2f}%",
+             f"{s['tta_acc_median']:.2f}% ({s['tta_acc_min']:.2f}-{s['tta_acc_max']:.2f})",
+             f"{s['epoch_train_s']:.1f}", f"`{s['make_params']}`")
+            for s in summary.values()]  # fmt: skip
     header = (
         "budget | parameters | receptive field | epochs | final test accuracy: median "
         "(min-max) | lowest in the last 3 epochs | with TTA: median (min-max) | "

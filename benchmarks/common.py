@@ -123,12 +123,9 @@ def run_notebook(
         load, start = machine_load(), time.perf_counter()
         # The kernel starts with this process's environment: `env` for the while of the run.
         with mock.patch.dict(os.environ, {name: str(value) for name, value in (env or {}).items()}):
+            executed = keep or Path(tmp) / "S5.ipynb"
             papermill.execute_notebook(
-                repo / "S5.ipynb",
-                keep or Path(tmp) / "S5.ipynb",
-                parameters=values,
-                cwd=repo,
-                progress_bar=False,
+                repo / "S5.ipynb", executed, parameters=values, cwd=repo, progress_bar=False
             )
         notebook_wall_s = time.perf_counter() - start
         run = folders.read_run(runs.latest_run(out))

@@ -56,21 +56,12 @@ def main():
     )
     parser.add_argument("label", nargs="?", help="what this variant changes, in words")
     parser.add_argument("--summary", action="store_true", help="print the log as a table")
-    parser.add_argument(
-        "-p",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="a parameters-cell value, as for papermill",
-    )
+    parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a parameters-cell value, as for papermill")  # fmt: skip
     common.add_run_options(parser)
     parser.add_argument("--log", default=str(LOG), help="JSON-lines file to append to")
-    parser.add_argument(
-        "--keep",
-        default=str(common.REPO / "outputs" / "explore"),
-        help="folder that keeps every run's folder (weights, metrics)",
-    )
+    keep = str(common.REPO / "outputs" / "explore")
+    parser.add_argument("--keep", default=keep, help="folder that keeps every run's folder")
     args = parser.parse_args()
     if args.summary:
         return print(summary_table(args.log))

@@ -120,14 +120,8 @@ def markdown_table(roofline: dict[str, Any]) -> str:
     for name, model in roofline["models"].items():
         for mode, m in model["modes"].items():
             gflops = f"{m['gflops']:.0f} ({m['share_of_matmul']:.0%})"
-            rows.append(
-                [
-                    f"{name}, {mode}",
-                    f"{model['epoch_tflop']:.2f}",
-                    f"{m['epoch_of_steps_s']:.1f}",
-                    gflops,
-                ]
-            )
+            rows.append([f"{name}, {mode}", f"{model['epoch_tflop']:.2f}",
+                         f"{m['epoch_of_steps_s']:.1f}", gflops])  # fmt: skip
     header = (
         "what | TFLOP per epoch | an epoch of bare steps (s) | GFLOP/s (share of the "
         "multiply in that precision)"
