@@ -16,18 +16,14 @@ benchmarks/budgets.json.
 import argparse
 import os
 import statistics
-import subprocess
 import tempfile
-from itertools import chain, islice, repeat
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
-import torch
 
 import utils
-from benchmarks import baselines, budgets, common, roofline
-from model import MNISTNet
+from benchmarks import against, baselines, budgets, common, roofline
 from workbench import speed
 from workbench.mnist import prepare
 
@@ -49,7 +45,6 @@ ACCURACY_TARGETS = {
 }
 # Seconds COMPILE and PRECISION "auto" may spend choosing: a first run, on a cold cache, and later.
 CHOOSING_TARGETS = dict(cold=5.0, warm=1.0)
-BEFORE_SEEDS = 3  # --against: the default runs of the older code, on the first of the seeds
 
 
 def median_time_to(mine, target):
@@ -124,32 +119,14 @@ def speed_summary(records, found_roofline):
             ratio_to_mode_chosen=epoch / bare_chosen,
             choosing_s_median=statistics.median(r["speed"].get("seconds", 0.0) for r in mine),
             choosing_s_cold=mine[0]["speed"].get("seconds", 0.0),  # a fresh cache, nothing known
-            choosing_s_warm=statistics.median(r["speed"].get("seconds", 0.0) for r in mine[-4:]),
+            choosing_s_warm=statistics.median(
+                r["speed"].get("seconds", 0.0) for r in mine[1:] or mine
+            ),
             first_epoch_s_median=statistics.median(
                 common.history(r)["train_time_s"][0] for r in mine
             ),
         )
     return result
-
-
-def against_before(records):
-    """The default runs of the code before (--against) and of this code on the seeds both ran:
-    the whole notebook's wall time (median), choosing the mode, the accuracy; {} without them."""
-    seeds = {r["seed"] for r in records if r["label"] == "before"}
-    if not seeds:
-        return {}
-    result = {}
-    for label in ("before", "ours"):
-        mine = [r for r in records if r["label"] == label and r["seed"] in seeds]
-        result[label] = dict(
-            seeds=[r["seed"] for r in mine],
-            notebook_wall_s=[r["notebook_wall_s"] for r in mine],
-            choosing_s=[r["speed"].get("seconds", 0.0) for r in mine],
-            final_acc=[common.final_acc(r) for r in mine],
-            notebook_wall_s_median=statistics.median(r["notebook_wall_s"] for r in mine),
-        )
-    walls = [result[label]["notebook_wall_s_median"] for label in ("ours", "before")]
-    return {**result, "wall_ratio": walls[0] / walls[1]}
 
 
 def check_targets(summary, budget_summary, speed_figures, before=None):
@@ -257,33 +234,6 @@ def bracketed(found_roofline, steps, caches):
     return run
 
 
-def worktree(commit, folder):
-    """A git worktree of `commit` in `folder`/before, for the runs of the code before."""
-    path = folder / "before"
-    git = ["git", "-C", str(common.REPO), "worktree", "add", "--detach", str(path), commit]
-    subprocess.run(git, check=True, capture_output=True)
-    return path
-
-
-def profile(data_dir, steps=300):
-    """Print torch.profiler's table of `steps` steps of the default network's training loop on the
-    training loader, in the mode "auto" chooses here: building batches, the step's operators."""
-    defaults = common.notebook_defaults()
-    loader, _ = utils.get_data_loaders(defaults["BATCH_SIZE"], data_dir=data_dir, download=False)
-    model = MNISTNet(defaults["CHANNELS"], defaults["DROPOUT"]).train()
-    mode = speed.mode_of(speed.choose_for(defaults, model, loader))
-    step, batches = speed.bare_step(model, mode), chain.from_iterable(repeat(loader))
-    for images, labels in islice(batches, speed.WARMUP_STEPS):
-        step(images, labels)
-    with torch.profiler.profile() as profiler:
-        for _ in range(steps):
-            with torch.profiler.record_function("building batches"):
-                images, labels = next(batches)
-            step(images, labels)
-    print(f"{steps} training steps of the default network, {mode.name}:")
-    print(profiler.key_averages().table(sort_by="cpu_time_total", row_limit=25))
-
-
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -308,7 +258,7 @@ def main():
     caches = Path(tempfile.mkdtemp(prefix="s5-caches-"))
     os.environ["S5_SPEED_CACHE"] = str(caches / "speed.json")
     if args.profile:
-        return profile(data_dir)
+        return roofline.profile(data_dir)
     short = args.quick or args.smoke
     seeds = args.seeds[:1] if args.quick else args.seeds
     epochs = 2 if args.quick else args.epochs
@@ -324,14 +274,14 @@ def main():
     quick = dict(steps=5, matmul_s=0.2, n=256) if short else dict(steps=60, matmul_s=3.0)
     result["roofline"] = roofline.measure(**quick, compile_too=not args.smoke)
     run_notebook = bracketed(result["roofline"], 20 if short else roofline.STEPS_PER_EPOCH, caches)
-    before = worktree(args.against, caches) if args.against else None
+    before = against.worktree(args.against, caches) if args.against else None
     RECORDED.parent.mkdir(exist_ok=True)
     full = not short and args.epochs is None and len(args.only) == 1 + len(budgets.SETTINGS)
     for i, seed in enumerate(seeds if "default" in args.only else ()):
         # The full run's first seed is the committed notebook's record (docs/results.md).
         keep = RECORDED if full and i == 0 else None
         records.append(run_notebook("ours", parameters, seed, data_dir, keep=keep))
-        if before and i < BEFORE_SEEDS:  # the same seed, in the same minutes, with its own cache
+        if before and i < against.SEEDS:  # the same seed, in the same minutes, with its own cache
             env = dict(TORCHINDUCTOR_CACHE_DIR=caches / "before")
             records.append(
                 common.run_notebook("before", parameters, seed, data_dir, None, before, env)
@@ -347,7 +297,7 @@ def main():
     result["summary"] = summarize(records)
     result["budgets"] = budgets.summary_of(budget_records)
     result["speed"] = speed_summary(records, result["roofline"])
-    result["against_before"] = against_before(records)
+    result["against_before"] = against.compare(records)
     result["targets"] = check_targets(
         result["summary"], result["budgets"], result["speed"], result["against_before"]
     )
@@ -356,7 +306,7 @@ def main():
     if full and args.seeds == common.SEEDS and args.out == str(RESULTS):  # docs/budgets.md's table
         common.save_json(budgets.as_file(budget_records, found), budgets.RESULTS)
     if before:
-        subprocess.run(["git", "-C", str(common.REPO), "worktree", "remove", "--force", before])
+        against.remove(before)
     png = args.out.removesuffix(".json") + ".png"
     plot(records, png)
     report(result)

@@ -13,12 +13,14 @@ benchmarks.benchmark measures it in the same run as the notebook ("roofline" in 
 import argparse
 import statistics
 import time
+from itertools import chain, islice, repeat
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import utils
 from benchmarks import common
 from benchmarks.budgets import SETTINGS
 from model import MNISTNet
@@ -127,6 +129,25 @@ def markdown_table(roofline: dict[str, Any]) -> str:
         "multiply in that precision)"
     )
     return common.markdown_table(header, rows, "lrrr")
+
+
+def profile(data_dir, steps=300):
+    """Print torch.profiler's table of `steps` steps of the default network's training loop on the
+    training loader, in the mode "auto" chooses here: building batches, the step's operators."""
+    defaults = common.notebook_defaults()
+    loader, _ = utils.get_data_loaders(defaults["BATCH_SIZE"], data_dir=data_dir, download=False)
+    model = MNISTNet(defaults["CHANNELS"], defaults["DROPOUT"]).train()
+    mode = speed.mode_of(speed.choose_for(defaults, model, loader))
+    step, batches = speed.bare_step(model, mode), chain.from_iterable(repeat(loader))
+    for images, labels in islice(batches, speed.WARMUP_STEPS):
+        step(images, labels)
+    with torch.profiler.profile() as profiler:
+        for _ in range(steps):
+            with torch.profiler.record_function("building batches"):
+                images, labels = next(batches)
+            step(images, labels)
+    print(f"{steps} training steps of the default network, {mode.name}:")
+    print(profiler.key_averages().table(sort_by="cpu_time_total", row_limit=25))
 
 
 def main():

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from benchmarks import benchmark, budgets, common
+from benchmarks import against, benchmark, budgets, common, roofline
 from conftest import REPO
 from model import MNISTNet, count_parameters, receptive_field
 from workbench import parameters, schema
@@ -165,8 +165,6 @@ def test_the_roofline_counts_the_backward_pass_and_tables_every_mode(
 ):
     from torch.utils.flop_counter import FlopCounterMode
 
-    from benchmarks import roofline
-
     settings = roofline.model_settings()
     # The default is the notebook's: its parameters cell is read, and its steps are as large.
     assert settings["default"]["channels"] == notebook_defaults["CHANNELS"]
@@ -223,11 +221,11 @@ def test_the_code_before_is_compared_on_the_seeds_it_ran():
 
     ours = [run("ours", seed, 100.0 + seed, 0.1) for seed in (1, 2, 3)]
     before = [run("before", seed, 110.0 + seed, 20.0) for seed in (1, 2)]
-    found = benchmark.against_before(ours + before)
+    found = against.compare(ours + before)
     assert found["ours"]["seeds"] == found["before"]["seeds"] == [1, 2]
     assert found["before"]["choosing_s"] == [20.0, 20.0]
     assert found["wall_ratio"] == pytest.approx(101.5 / 111.5)
-    assert benchmark.against_before(ours) == {}
+    assert against.compare(ours) == {}
 
 
 def test_the_recorded_benchmark_is_one_run_and_the_docs_show_its_ratios():
@@ -250,7 +248,7 @@ def test_the_recorded_benchmark_is_one_run_and_the_docs_show_its_ratios():
 
 @pytest.mark.slow  # the profiler traces every operator of a few steps
 def test_the_profile_tables_the_training_loop_by_operator(tiny_root, capsys):
-    benchmark.profile(tiny_root, steps=3)  # 96 images: one batch, drawn again and again
+    roofline.profile(tiny_root, steps=3)  # 96 images: one batch, drawn again and again
     table = capsys.readouterr().out
     assert re.search(r"3 training steps of the default network, (fp32|bf16)", table)
     assert "building batches" in table and "aten::convolution" in table
