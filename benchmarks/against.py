@@ -5,15 +5,17 @@ both stand in the same minutes of the machine; the older code runs from a git wo
 
 import statistics
 import subprocess
+import tempfile
+from pathlib import Path
 
 from benchmarks import common
 
 SEEDS = 3  # the older code runs on the first this many of the benchmark's seeds
 
 
-def worktree(commit, folder):
-    """A git worktree of `commit` in `folder`/before."""
-    path = folder / "before"
+def worktree(commit):
+    """A git worktree of `commit` in a new temporary folder."""
+    path = Path(tempfile.mkdtemp(prefix="s5-before-")) / "repo"
     git = ["git", "-C", str(common.REPO), "worktree", "add", "--detach", str(path), commit]
     subprocess.run(git, check=True, capture_output=True)
     return path
@@ -37,7 +39,7 @@ def compare(records):
         result[label] = dict(
             seeds=[r["seed"] for r in mine],
             notebook_wall_s=[r["notebook_wall_s"] for r in mine],
-            choosing_s=[r["speed"].get("seconds", 0.0) for r in mine],
+            choosing_s=[common.choosing_s(r) for r in mine],
             final_acc=[common.final_acc(r) for r in mine],
             notebook_wall_s_median=statistics.median(r["notebook_wall_s"] for r in mine),
         )

@@ -100,11 +100,12 @@ def record(label, seed, parameter_count, metrics, load_at_start, **extra) -> dic
 
 
 def run_notebook(
-    label, parameters, seed, data_dir, output_dir=None, repo=REPO, env=None, keep=None
+    label, parameters, seed, data_dir, output_dir=None, repo=REPO, compile_cache=None, keep=None
 ) -> dict[str, Any]:
-    """Execute `repo`'s S5.ipynb once with `parameters` and `seed`, the environment variables
-    `env` set for its kernel; return its record, with the numbers of the run folder it saved, kept
-    in `output_dir` when given, else in a temporary folder, and the whole notebook's wall time.
+    """Execute `repo`'s S5.ipynb once with `parameters` and `seed`, TorchInductor's cache in the
+    folder `compile_cache` when given; return its record, with the numbers of the run folder it
+    saved, kept in `output_dir` when given, else in a temporary folder, and the whole notebook's
+    wall time.
 
     With `keep`, the run is the committed notebook's record: the parameters cell's own values but
     `parameters` (no cell injected without them; MNIST from $MNIST_DATA_DIR, the run folder in
@@ -114,15 +115,17 @@ def run_notebook(
     with tempfile.TemporaryDirectory(prefix="s5-run-") as tmp:
         out, data_dir = Path(output_dir or tmp), Path(data_dir).resolve()  # any `repo`'s cwd
         values = {**parameters, "SEED": seed, "DATA_DIR": str(data_dir), "OUTPUT_DIR": str(out)}
+        env = {"TORCHINDUCTOR_CACHE_DIR": str(compile_cache)} if compile_cache else {}
         if keep:
             defaults = notebook_defaults()
             if seed != defaults["SEED"]:
                 raise ValueError(f"the notebook's record runs its own SEED, {defaults['SEED']}")
             values, out = parameters, repo / defaults["OUTPUT_DIR"]
-            env = {**(env or {}), "MNIST_DATA_DIR": data_dir}
+            env["MNIST_DATA_DIR"] = str(data_dir)
+            Path(keep).parent.mkdir(parents=True, exist_ok=True)
         load, start = machine_load(), time.perf_counter()
         # The kernel starts with this process's environment: `env` for the while of the run.
-        with mock.patch.dict(os.environ, {name: str(value) for name, value in (env or {}).items()}):
+        with mock.patch.dict(os.environ, env):
             executed = keep or Path(tmp) / "S5.ipynb"
             papermill.execute_notebook(
                 repo / "S5.ipynb", executed, parameters=values, cwd=repo, progress_bar=False
@@ -153,10 +156,14 @@ def final_acc(run: dict[str, Any]) -> float:
     return history(run)["test_acc"][-1]
 
 
+def choosing_s(run: dict[str, Any]) -> float:
+    """Seconds COMPILE and PRECISION "auto" spent choosing the mode (0 for a baseline's run)."""
+    return (run.get("speed") or {}).get("seconds", 0.0)
+
+
 def wall_times(run: dict[str, Any]) -> list[float]:
     """Seconds from choosing the mode (speed "seconds" and "compile_s") to each epoch's end."""
-    speed = run.get("speed") or {}
-    total, walls = speed.get("seconds", 0.0) + speed.get("compile_s", 0.0), []
+    total, walls = choosing_s(run) + (run.get("speed") or {}).get("compile_s", 0.0), []
     for seconds in history(run)["epoch_time_s"]:
         total += seconds
         walls.append(total)
